@@ -1,0 +1,40 @@
+# wattproof — the two commands: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-unit bench lint sysdeps fabric-bins clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,lint]'
+	touch $(STAMP)
+
+## demo: create .venv, install, run the whole path on embedded defaults
+demo: $(STAMP)
+	$(VENV)/bin/wattproof demo
+
+## test: install what the tests need (system packages, Fabric binaries, Python deps), run everything
+test: $(STAMP) sysdeps fabric-bins
+	$(PY) -m pytest -q
+
+sysdeps:
+	bash tests/setup/system-deps.sh
+
+fabric-bins:
+	@if [ -f ledger/fabric/build-binaries.sh ]; then bash ledger/fabric/build-binaries.sh; fi
+
+## bench: run every benchmark and rewrite benchmarks/RESULTS.md
+bench: $(STAMP) sysdeps fabric-bins
+	$(PY) -m benchmarks.run_all
+
+## lint: ruff over everything, mypy over the pure packages
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy firmware_sim/wire.py firmware_sim/identity.py ledger/backend.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,132 @@
+"""The ledger interface: what every anchoring backend (embedded local ledger, Fabric) provides.
+
+Owns: the batch header type and its canonical bytes/hash (RFC 8785), the receipt a backend
+returns, the anchored-event type, the ``LedgerBackend`` protocol and the ledger error hierarchy.
+Must not: know how a backend stores things, or read the store. One conformance suite
+(``tests/ledger_conformance.py``) runs against every backend.
+
+A site's headers form a hash chain: ``prev_hash`` is the ``header_hash`` of the site's previous
+anchored header (``GENESIS_HASH`` for the first). A backend must refuse a header whose
+``prev_hash`` is not its site's current head, and a ``batch_id`` it already holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from typing import Annotated, Final, Literal, Protocol, runtime_checkable
+
+import msgspec
+
+HEADER_VERSION: Final = 1
+GENESIS_HASH: Final = "0" * 64
+
+Hex32 = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+SafeUInt = Annotated[int, msgspec.Meta(ge=0, le=2**53 - 1)]
+Ident = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")]
+
+
+class BatchHeader(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """What is anchored for one sealed batch. Documented field by field in docs/proofs.md."""
+
+    v: Literal[1] = 1
+    batch_id: Ident
+    site: Ident
+    kind: Literal["seal", "amendment"]
+    window_start_ms: SafeUInt  # inclusive, UTC ms
+    window_end_ms: SafeUInt  # exclusive, UTC ms
+    leaf_count: SafeUInt
+    root: Hex32  # RFC 6962 Merkle tree head of the batch's leaves (hex)
+    prev_hash: Hex32  # header_hash of the site's previous header, or GENESIS_HASH
+    findings_digest: Hex32  # SHA-256 of the window's audit findings (canonical), see docs
+    sealed_ms: SafeUInt
+    amends: Ident | None = None  # batch id this amendment adds late readings to
+
+
+_encoder = msgspec.json.Encoder(order="sorted")
+_header_decoder = msgspec.json.Decoder(BatchHeader)
+
+
+def header_bytes(header: BatchHeader) -> bytes:
+    """RFC 8785 canonical bytes (all fields are safe ints and ASCII strings; see wire.py)."""
+    return _encoder.encode(header)
+
+
+def decode_header(data: bytes) -> BatchHeader:
+    return _header_decoder.decode(data)
+
+
+def header_hash(header: BatchHeader) -> str:
+    return hashlib.sha256(header_bytes(header)).hexdigest()
+
+
+class Receipt(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a header was anchored. ``backend`` is ``"local"`` or ``"fabric"``.
+
+    local: ``ref`` = record index, ``record_hash`` = hash of the ledger record, ``signature`` =
+    operator's Ed25519 signature. fabric: ``tx_id``, ``block``, ``channel``.
+    """
+
+    backend: str
+    batch_id: str
+    header_hash: Hex32
+    anchored_ms: int
+    tx_id: str | None = None
+    block: int | None = None
+    channel: str | None = None
+    ref: int | None = None
+    record_hash: str | None = None
+    signature: str | None = None
+
+
+class AnchoredEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """One anchoring, as streamed by ``LedgerBackend.events``; ``position`` orders them."""
+
+    position: int
+    header: BatchHeader
+    receipt: Receipt
+
+
+class LedgerError(Exception):
+    """Base of ledger errors."""
+
+
+class LedgerUnavailable(LedgerError):
+    """The backend cannot be reached or refused to endorse/commit (retry may help)."""
+
+
+class AlreadyAnchored(LedgerError):
+    """A header with this batch id is already on the ledger (never overwritten)."""
+
+
+class ChainBroken(LedgerError):
+    """The header's prev_hash is not the site's current head."""
+
+
+class InvalidHeader(LedgerError):
+    """The header is malformed."""
+
+
+class LedgerMismatch(LedgerError):
+    """The ledger's content does not match what was expected (tampering or corruption)."""
+
+
+@runtime_checkable
+class LedgerBackend(Protocol):
+    name: str
+
+    def anchor(self, header: BatchHeader) -> Receipt:
+        """Anchor ``header``; raise AlreadyAnchored / ChainBroken / InvalidHeader / LedgerUnavailable."""
+        ...
+
+    def get(self, batch_id: str) -> tuple[BatchHeader, Receipt] | None: ...
+
+    def head(self, site: str) -> str:
+        """header_hash of the site's latest anchored header, or GENESIS_HASH."""
+        ...
+
+    def events(self, start: int = 0) -> Iterator[AnchoredEvent]:
+        """Anchored events from ``position >= start``, in order (finite: what exists now)."""
+        ...
+
+    def close(self) -> None: ...

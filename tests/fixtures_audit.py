@@ -1,0 +1,1 @@
+"""pytest fixtures for audit tests (registered in tests/conftest.py)."""

@@ -1,0 +1,1 @@
+"""pytest fixtures for fabric tests (registered in tests/conftest.py)."""

@@ -1,0 +1,1 @@
+"""pytest fixtures for firmware tests (registered in tests/conftest.py)."""

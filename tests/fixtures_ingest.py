@@ -1,0 +1,1 @@
+"""pytest fixtures for ingest tests (registered in tests/conftest.py)."""

@@ -1,0 +1,1 @@
+"""pytest fixtures for ledger tests (registered in tests/conftest.py)."""

@@ -1,0 +1,3 @@
+from wattproof.cli import main
+
+main()

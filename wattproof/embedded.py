@@ -1,0 +1,242 @@
+"""Embedded services: a local MQTT broker and a local PostgreSQL, started as child processes.
+
+Owns: finding the binaries, writing their minimal configs into a directory of ours, starting them
+on a free 127.0.0.1 port, waiting until they answer, and stopping them. Used by ``wattproof demo``
+and by the test fixtures, so tests run exactly what a user gets.
+
+Broker: Debian's ``mosquitto`` when it is on PATH, otherwise the pure-Python ``amqtt`` broker
+from PyPI (in a child process). PostgreSQL: the system's ``initdb``/``pg_ctl`` (Debian puts them
+under ``/usr/lib/postgresql/<major>/bin``). PostgreSQL refuses to run as root, so as root the
+server runs as the ``postgres`` system user (created by Debian's package) via ``runuser``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ServiceError(RuntimeError):
+    """An embedded service could not be found, started or reached."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise ServiceError(f"process exited with status {proc.returncode} before port {port} opened")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.05)
+    raise ServiceError(f"nothing listening on 127.0.0.1:{port} after {timeout_s:.0f}s")
+
+
+# --- MQTT broker ------------------------------------------------------------------------
+
+
+def find_mosquitto() -> str | None:
+    return shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.path.exists(p)), None
+    )
+
+
+@dataclass
+class Broker:
+    """A running MQTT broker on 127.0.0.1. ``kind`` is ``"mosquitto"`` or ``"amqtt"``."""
+
+    workdir: Path
+    port: int = 0
+    kind: str = ""
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self, prefer: str | None = None) -> Broker:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port()
+        exe = find_mosquitto()
+        if prefer == "amqtt" or exe is None:
+            self._start_amqtt()
+        else:
+            self._start_mosquitto(exe)
+        wait_for_port(self.port, 20, self.proc)
+        return self
+
+    def _start_mosquitto(self, exe: str) -> None:
+        conf = self.workdir / "mosquitto.conf"
+        (self.workdir / "data").mkdir(exist_ok=True)
+        if os.geteuid() == 0:  # mosquitto drops to its own user as root; keep it as us
+            user_line = "user root\n"
+        else:
+            user_line = ""
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "persistence true\n"
+            f"persistence_location {self.workdir / 'data'}/\n"
+            "autosave_interval 1\n"
+            "max_inflight_messages 1000\n"
+            "max_queued_messages 1000000\n"
+            "max_packet_size 2000000\n"
+            f"{user_line}"
+            "log_type error\nlog_type warning\n"
+            f"log_dest file {self.workdir / 'mosquitto.log'}\n"
+        )
+        self.kind = "mosquitto"
+        self.proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def _start_amqtt(self) -> None:
+        self.kind = "amqtt"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "wattproof.amqtt_broker", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.workdir / "amqtt.log", "wb"),  # noqa: SIM115 - owned by the child
+        )
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def restart(self) -> None:
+        """Stop and start on the same port and persistence directory (for fault tests)."""
+        self.stop()
+        if self.kind == "mosquitto":
+            exe = find_mosquitto()
+            assert exe is not None
+            self._start_mosquitto(exe)
+        else:
+            self._start_amqtt()
+        wait_for_port(self.port, 20, self.proc)
+
+    def __enter__(self) -> Broker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------
+
+
+def find_pg_bindir() -> Path | None:
+    """Directory holding ``initdb`` and ``pg_ctl``: PATH first, then Debian's versioned dirs."""
+    initdb = shutil.which("initdb")
+    if initdb:
+        return Path(os.path.realpath(initdb)).parent
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=_pg_major, reverse=True)
+    return Path(candidates[0]).parent if candidates else None
+
+
+def _pg_major(path: str) -> int:
+    try:
+        return int(Path(path).parts[-3])
+    except (ValueError, IndexError):
+        return 0
+
+
+def _allow_traverse(path: Path) -> None:
+    """Let the server's user reach a data dir below root-only temp dirs (search bit only)."""
+    for p in [path, *path.parents]:
+        mode = os.stat(p).st_mode
+        if not mode & 0o001:
+            os.chmod(p, mode | 0o011)
+
+
+@dataclass
+class Postgres:
+    """A PostgreSQL cluster in ``datadir`` served on 127.0.0.1:``port``; user ``wattproof``."""
+
+    datadir: Path
+    port: int = 0
+    dbname: str = "wattproof"
+    user: str = "wattproof"
+    bindir: Path | None = None
+    _run_as: str | None = field(default=None, repr=False)
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{self.dbname}"
+
+    def _cmd(self, *args: str) -> list[str]:
+        assert self.bindir is not None
+        cmd = [str(self.bindir / args[0]), *args[1:]]
+        return ["runuser", "-u", self._run_as, "--", *cmd] if self._run_as else cmd
+
+    def _run(self, *args: str) -> None:
+        res = subprocess.run(self._cmd(*args), capture_output=True, text=True)
+        if res.returncode != 0:
+            raise ServiceError(f"{args[0]} failed ({res.returncode}): {res.stderr.strip() or res.stdout.strip()}")
+
+    def start(self) -> Postgres:
+        self.bindir = self.bindir or find_pg_bindir()
+        if self.bindir is None:
+            raise ServiceError(
+                "PostgreSQL server binaries (initdb, pg_ctl) not found; install Debian's "
+                "'postgresql' package (make test does this when run as root)"
+            )
+        if os.geteuid() == 0:
+            try:
+                pwd.getpwnam("postgres")
+            except KeyError:
+                raise ServiceError("running as root needs the 'postgres' system user") from None
+            self._run_as = "postgres"
+        fresh = not (self.datadir / "PG_VERSION").exists()
+        self.datadir.mkdir(parents=True, exist_ok=True)
+        self.datadir.chmod(0o700)
+        if self._run_as:
+            shutil.chown(self.datadir, self._run_as, self._run_as)
+            _allow_traverse(self.datadir.parent)
+        if fresh:
+            self._run("initdb", "-D", str(self.datadir), "-U", self.user, "--auth=trust",
+                      "--encoding=UTF8", "--locale=C", "--no-sync")
+        self.port = self.port or free_port()
+        self._pg_ctl_start()
+        if fresh:
+            self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, self.dbname)
+        return self
+
+    def _pg_ctl_start(self) -> None:
+        opts = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.datadir} "
+                "-c fsync=on -c max_connections=100 -c shared_buffers=256MB")
+        self._run("pg_ctl", "-D", str(self.datadir), "-o", opts, "-l",
+                  str(self.datadir / "server.log"), "-w", "-t", "60", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        if self.bindir is None or not (self.datadir / "postmaster.pid").exists():
+            return
+        with contextlib.suppress(ServiceError):
+            self._run("pg_ctl", "-D", str(self.datadir), "-m", mode, "-w", "-t", "60", "stop")
+
+    def restart(self) -> None:
+        self.stop()
+        self._pg_ctl_start()
+
+    def __enter__(self) -> Postgres:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
