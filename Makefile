@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit bench lint sysdeps fabric-bins clean
+.PHONY: demo test bench lint sysdeps fabric-bins compose-cli clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,11 +18,14 @@ demo: $(STAMP)
 	$(VENV)/bin/wattproof demo
 
 ## test: install what the tests need (system packages, Fabric binaries, Python deps), run everything
-test: $(STAMP) sysdeps fabric-bins
+test: $(STAMP) sysdeps fabric-bins compose-cli
 	$(PY) -m pytest -q
 
 sysdeps:
 	bash tests/setup/system-deps.sh
+
+compose-cli:
+	bash docker/build-compose-cli.sh
 
 fabric-bins:
 	@if [ -f ledger/fabric/build-binaries.sh ]; then bash ledger/fabric/build-binaries.sh; fi

@@ -56,24 +56,13 @@ OUR_PACKAGES = {"wattproof", "firmware_sim", "ingest", "audit", "ledger", "dashb
 
 def main() -> None:
     try:
-        rc = app(standalone_mode=False)
-        sys.exit(rc if isinstance(rc, int) else 0)
-    except SystemExit:
-        raise
+        app()  # standalone: typer reports usage errors itself (exit 2) and exits with the command's status
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
     except Exception as exc:  # one line for a person, the traceback only with --debug
         if _state["debug"] or "--debug" in sys.argv:
             raise
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            typer.echo("aborted", err=True)
-            sys.exit(1)
         ours = type(exc).__module__.split(".")[0] in OUR_PACKAGES
         hint = "" if ours or isinstance(exc, OSError) else " (unexpected: rerun with --debug and report it)"
         typer.echo(f"error: {exc}{hint}", err=True)
