@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from firmware_sim import profiles
 from firmware_sim.identity import DeviceRecord, public_key_b64
-from firmware_sim.scenarios import EXPECT, FaultSpec, Scenario
+from firmware_sim.scenarios import EXPECT, FaultSpec, Scenario, ScenarioError
 from firmware_sim.wire import (
     WIRE_VERSION,
     Frame,
@@ -216,7 +216,10 @@ def simulate(sites: int = 3, days: float = 7.0, seed: int = 42, scenario: Scenar
     frame_faults: list[tuple[FaultSpec, _DevicePlan]] = []
     for spec in (scenario.faults if scenario else []):
         if spec.site >= len(models):
-            raise ValueError(f"fault {spec.kind}: site index {spec.site} but the fleet has {len(models)} sites")
+            raise ScenarioError(f"fault {spec.kind}: site index {spec.site} but the fleet has {len(models)} sites")
+        if spec.start_h * 3600 >= n_steps * interval_s:
+            raise ScenarioError(f"fault {spec.kind} at start_h={spec.start_h} is after the simulated period "
+                                f"({n_steps * interval_s / 3600:g} h)")
         plan = by_site_role[(spec.site, spec.device)]
         i0 = min(int(spec.start_h * 3600 // interval_s), max(n_steps - 1, 0))
         i1 = min(max(i0 + 1, int((spec.start_h + spec.duration_h) * 3600 // interval_s)), n_steps)

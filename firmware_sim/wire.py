@@ -169,6 +169,8 @@ def decode_frame(payload: bytes) -> Frame:
         raise WireError(SCHEMA, str(exc)) from None
     except msgspec.DecodeError as exc:
         raise WireError(BAD_JSON, str(exc)) from None
+    except UnicodeDecodeError as exc:  # msgspec raises this, not DecodeError, for invalid UTF-8
+        raise WireError(BAD_JSON, f"invalid UTF-8 at byte {exc.start}") from None
     if frame.sig is None:
         raise WireError(SCHEMA, "frame has no signature (`sig`)")
     return frame

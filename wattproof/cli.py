@@ -42,7 +42,7 @@ def _root(
 
 
 demo_cmd.register(app)
-app.add_typer(device_cmd.app, name="device", help="Provision device identities (keys + registry).")
+app.add_typer(device_cmd.app, name="device", help="Provision device identities (key pair + registry record).")
 simulate_cmd.register(app)
 ingest_cmd.register(app)
 app.add_typer(db_cmd.app, name="db", help="Database schema: upgrade, status.")

@@ -1,13 +1,71 @@
-"""`wattproof simulate` command(s)."""
+"""`wattproof simulate`: run a simulated meter fleet against an MQTT broker."""
 
 from __future__ import annotations
 
-import typer
+from pathlib import Path
 
-from wattproof.commands._stub import not_implemented
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from firmware_sim.fleet import FleetPublisher, write_sites, write_truth, write_weather
+from firmware_sim.identity import FileRegistry
+from firmware_sim.scenarios import Scenario, load_scenario
+from firmware_sim.sim import simulate
+from wattproof import config
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("simulate", help="(being built)")
-    def _cmd() -> None:
-        not_implemented("simulate", "in progress")
+    @app.command("simulate")
+    def simulate_cmd(
+        broker: str = typer.Option(..., "--broker", envvar="WATTPROOF_BROKER", help="mqtt://host:port"),
+        sites: int = typer.Option(3, "--sites", min=1, help="Number of sites (overridden by the scenario)."),
+        days: float = typer.Option(7.0, "--days", min=0.01, help="Simulated period in days."),
+        scenario: Path | None = typer.Option(None, "--scenario", help="Scenario YAML (faults to inject)."),
+        seed: int | None = typer.Option(None, "--seed", help="Random seed (same seed, same readings)."),
+        speed: float | None = typer.Option(None, "--speed", min=0.001, help="Real time × speed (60 = a minute per second)."),
+        backfill: bool = typer.Option(False, "--backfill", help="Publish as fast as the broker acknowledges (default)."),
+        out: Path | None = typer.Option(None, "--out", help="Directory for truth.jsonl, weather.csv, sites.json."),
+        db: str | None = typer.Option(None, "--db", envvar="WATTPROOF_DB", help="Register the devices in this database."),
+    ) -> None:
+        """Simulate sites (main meter, sub-meters, PV) and publish signed frames over MQTT 5."""
+        if speed is not None and backfill:
+            raise typer.BadParameter("--speed and --backfill exclude each other")
+        sc: Scenario | None = load_scenario(scenario) if scenario else None
+        if sc is not None and (seed is not None or sites != 3 or days != 7.0):
+            import msgspec
+
+            sc = msgspec.structs.replace(sc, seed=seed if seed is not None else sc.seed,
+                                         sites=sites if sites != 3 else sc.sites, days=days if days != 7.0 else sc.days)
+        out_dir = out or (config.data_dir() / "runs" / (sc.name if sc else "default"))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        spool_dir = config.data_dir() / "spool"
+        run0 = simulate(sites=sites, days=days, seed=seed if seed is not None else 42, scenario=sc)
+        fleet = FleetPublisher(broker, spool_dir, run0.devices)
+        # Continue each device's seq where its spool left off (persisted across restarts).
+        run = simulate(sites=sites, days=days, seed=seed if seed is not None else 42, scenario=sc,
+                       seq_start=fleet.next_seqs())
+        registry = FileRegistry(config.registry_path())
+        known = registry.load()
+        for dev in run.devices:
+            known[dev.device] = dev.record
+        registry.save(known)
+        if db:
+            from ingest.registry import register_device
+
+            for dev in run.devices:
+                register_device(db, dev.record)
+        write_truth(run, out_dir / "truth.jsonl")
+        write_weather(run, out_dir / "weather.csv")
+        write_sites(run, out_dir / "sites.json")
+        fleet.start()
+        try:
+            with Progress(TextColumn("[bold]publishing"), BarColumn(), MofNCompleteColumn(),
+                          TextColumn("readings"), TimeRemainingColumn()) as bar:
+                task = bar.add_task("publish", total=run.n_readings)
+                n = fleet.run(run.messages(), speed=speed, start_ms=run.start_ms,
+                              progress=lambda k: bar.update(task, completed=k))
+                fleet.flush()
+        finally:
+            fleet.close()
+        typer.echo(f"published {n} readings from {len(run.devices)} devices at {len(run.sites)} sites; "
+                   f"truth: {out_dir / 'truth.jsonl'}, weather: {out_dir / 'weather.csv'}")
