@@ -305,7 +305,7 @@ def _pv_inflated(plan, spec, i0, i1, interval_s, clear):  # type: ignore[no-unty
 
 
 def _clock_drift(plan, spec, i0, i1, interval_s, clear):  # type: ignore[no-untyped-def]
-    drift_ms = np.linspace(0, (spec.offset_s or 600.0) * 1000, i1 - i0).astype(np.int64)
+    drift_ms = np.linspace(0, (spec.offset_s or 240.0) * 1000, i1 - i0).astype(np.int64)
     plan.ts_ms[i0:i1] += drift_ms
     plan.sent_offset_ms[i0:i1] += drift_ms
     return _window_ms(plan, i0, i1, interval_s)

@@ -1,0 +1,49 @@
+"""Synchronous ingest without MQTT: the same validation and writer as the service, in-process.
+
+Owns: ``ingest_payloads(dsn, items, now_ms=None) -> IngestResult`` — validate each
+``(topic, payload)`` against the database registry and write accepted frames / quarantine rows
+in batches. Used by tests, benchmarks' ceilings and the demo's cross-checks; the MQTT service
+(service.py) wraps exactly these two steps.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import psycopg
+
+from ingest.registry import load_devices
+from ingest.validate import Accepted, Limits, Rejected, validate
+from ingest.writer import BatchResult, StoreWriter
+
+IngestResult = BatchResult
+
+
+def ingest_payloads(dsn: str, items: Iterable[tuple[str, bytes]], now_ms: int | None = None,
+                    batch_frames: int = 500, limits: Limits = Limits()) -> IngestResult:
+    total = BatchResult()
+    with psycopg.connect(dsn) as conn:
+        registry = load_devices(conn)
+        writer = StoreWriter(conn)
+        acc: list[Accepted] = []
+        rej: list[Rejected] = []
+        for topic, payload in items:
+            verdict = validate(topic, payload, registry, now_ms or int(time.time() * 1000), limits)
+            (acc if isinstance(verdict, Accepted) else rej).append(verdict)  # type: ignore[arg-type]
+            if len(acc) + len(rej) >= batch_frames:
+                total.add(writer.write(acc, rej))
+                acc, rej = [], []
+        if acc or rej:
+            total.add(writer.write(acc, rej))
+    return total
+
+
+def counts(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+    """Stored readings and frames, and quarantined frames by reason."""
+    readings = conn.execute("SELECT count(*) FROM readings").fetchone()
+    frames = conn.execute("SELECT count(*) FROM frames").fetchone()
+    by_reason = dict(conn.execute("SELECT reason, count(*) FROM quarantine GROUP BY reason ORDER BY reason").fetchall())
+    return {"readings": int(readings[0]) if readings else 0, "frames": int(frames[0]) if frames else 0,
+            "quarantine": {str(k): int(v) for k, v in by_reason.items()}}

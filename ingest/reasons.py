@@ -1,0 +1,28 @@
+"""Quarantine reason codes: the one list, documented in docs/reason-codes.md and used by tests."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from firmware_sim.wire import BAD_JSON, BAD_SIGNATURE, SCHEMA, TOO_LARGE, VALUE_OUT_OF_RANGE
+
+UNKNOWN_DEVICE: Final = "unknown_device"
+INACTIVE_DEVICE: Final = "inactive_device"
+TOPIC_MISMATCH: Final = "topic_mismatch"
+REPLAYED_SEQ: Final = "replayed_seq"
+CLOCK_SKEW: Final = "clock_skew"
+BAD_TOPIC: Final = "bad_topic"
+
+ALL: Final[dict[str, str]] = {
+    BAD_JSON: "payload is not JSON (or not UTF-8)",
+    SCHEMA: "JSON does not match wire format v1 (missing/extra field, wrong type, bad id, no signature)",
+    TOO_LARGE: "frame exceeds the size limit",
+    BAD_TOPIC: "message arrived on a topic that is not wattproof/v1/{site}/{device}/readings",
+    TOPIC_MISMATCH: "the frame's site/device differ from its topic's",
+    UNKNOWN_DEVICE: "device is not in the registry",
+    INACTIVE_DEVICE: "device is registered but deactivated",
+    BAD_SIGNATURE: "Ed25519 signature does not verify with the registered public key",
+    REPLAYED_SEQ: "a different frame with this (device, seq) was already accepted",
+    CLOCK_SKEW: "send time too far from receive time, or readings after the send time",
+    VALUE_OUT_OF_RANGE: "a value no meter of this rating can report",
+}

@@ -1,0 +1,104 @@
+"""Validation of one received message: pure, no I/O. Decides accept or reject with a reason.
+
+Owns: the checks a frame must pass before it may be stored, in this order (cheap and
+attacker-independent first; the signature before anything that trusts the frame's content):
+topic shape → decode (size, JSON, schema) → topic matches frame → device known and active →
+Ed25519 signature → clock (send time vs receive time, readings vs send time) → value sanity.
+Sequence checks (duplicate / replay / gap) need the store and happen in the writer.
+Must not: touch the network or the database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from firmware_sim.identity import DeviceRecord
+from firmware_sim.wire import (
+    VALUE_OUT_OF_RANGE,
+    Frame,
+    WireError,
+    b64url_decode,
+    decode_frame,
+    parse_readings_topic,
+    verify_signature,
+)
+from ingest import reasons
+
+
+@dataclass(frozen=True)
+class Limits:
+    future_skew_ms: int = 5 * 60_000  # send time may be at most this far ahead of receive time
+    max_age_ms: int = 7 * 86_400_000  # ... and at most this old (a device's offline spool)
+    reading_after_send_ms: int = 60_000  # a reading may not be later than its frame's send time + this
+    power_factor: int = 100  # |power_w| > factor × rated power is not a measurement
+
+
+@dataclass(frozen=True)
+class Accepted:
+    topic: str
+    payload: bytes
+    frame: Frame
+
+
+@dataclass(frozen=True)
+class Rejected:
+    topic: str
+    payload: bytes
+    reason: str
+    detail: str
+    device: str | None = None
+    seq: int | None = None
+
+
+@lru_cache(maxsize=65536)
+def _public_key(b64: str) -> Ed25519PublicKey:
+    return Ed25519PublicKey.from_public_bytes(b64url_decode(b64))
+
+
+def validate(topic: str, payload: bytes, registry: dict[str, DeviceRecord], now_ms: int,
+             limits: Limits = Limits()) -> Accepted | Rejected:
+    where = parse_readings_topic(topic)
+    if where is None:
+        return Rejected(topic, payload, reasons.BAD_TOPIC, f"topic {topic!r} is not wattproof/v1/<site>/<device>/readings")
+    t_site, t_device = where
+    try:
+        frame = decode_frame(payload)
+    except WireError as err:
+        return Rejected(topic, payload, err.reason, err.detail, device=t_device)
+    ref = (frame.device, frame.seq)
+    if (frame.site, frame.device) != (t_site, t_device):
+        return Rejected(topic, payload, reasons.TOPIC_MISMATCH,
+                        f"frame says {frame.site}/{frame.device}, topic says {t_site}/{t_device}", *ref)
+    rec = registry.get(frame.device)
+    if rec is None:
+        return Rejected(topic, payload, reasons.UNKNOWN_DEVICE, f"device {frame.device!r} is not registered", *ref)
+    if not rec.active:
+        return Rejected(topic, payload, reasons.INACTIVE_DEVICE, f"device {frame.device!r} is deactivated", *ref)
+    if rec.site != frame.site:
+        return Rejected(topic, payload, reasons.TOPIC_MISMATCH,
+                        f"device {frame.device!r} belongs to site {rec.site!r}, not {frame.site!r}", *ref)
+    try:
+        verify_signature(frame, _public_key(rec.public_key))
+    except WireError as err:
+        return Rejected(topic, payload, err.reason, err.detail, *ref)
+    if frame.sent_ms > now_ms + limits.future_skew_ms:
+        return Rejected(topic, payload, reasons.CLOCK_SKEW,
+                        f"sent_ms is {(frame.sent_ms - now_ms) / 1000:.0f} s ahead of the receive time", *ref)
+    if frame.sent_ms < now_ms - limits.max_age_ms:
+        return Rejected(topic, payload, reasons.CLOCK_SKEW,
+                        f"sent_ms is {(now_ms - frame.sent_ms) / 86_400_000:.1f} days old (limit "
+                        f"{limits.max_age_ms / 86_400_000:g})", *ref)
+    latest = max(r.ts_ms for r in frame.readings)
+    if latest > frame.sent_ms + limits.reading_after_send_ms:
+        return Rejected(topic, payload, reasons.CLOCK_SKEW,
+                        f"a reading is {(latest - frame.sent_ms) / 1000:.0f} s after the frame's send time", *ref)
+    cap = rec.rated_power_w * limits.power_factor
+    for i, r in enumerate(frame.readings):
+        if abs(r.power_w) > cap:
+            return Rejected(topic, payload, VALUE_OUT_OF_RANGE,
+                            f"reading {i}: power_w {r.power_w} exceeds {limits.power_factor}× the rating "
+                            f"({rec.rated_power_w} W)", *ref)
+    return Accepted(topic, payload, frame)

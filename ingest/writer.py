@@ -1,0 +1,144 @@
+"""The idempotent batch writer: accepted frames and their readings via COPY, rejects to quarantine.
+
+Owns: one transaction per batch —
+  1. ensure the month partitions the batch's readings fall in;
+  2. COPY frames and readings into temporary staging tables (binary COPY, psycopg 3);
+  3. move frames whose (device_id, seq) is already stored with *different* bytes to quarantine
+     (``replayed_seq``); identical bytes are a redelivery and a no-op;
+  4. ``INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING`` into frames, then insert the readings
+     of exactly the frames that were new — so redelivery never stores a reading twice;
+  5. COPY quarantine rows; commit. The caller acknowledges the MQTT messages only after this.
+Must not: decide validity (validate.py does) or talk MQTT.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import zstandard
+
+from ingest import reasons
+from ingest.validate import Accepted, Rejected
+
+_zstd = zstandard.ZstdCompressor(level=3)
+
+
+@dataclass
+class BatchResult:
+    frames_accepted: int = 0
+    frames_duplicate: int = 0
+    readings_written: int = 0
+    quarantined: Counter[str] = field(default_factory=Counter)
+
+    def add(self, other: BatchResult) -> None:
+        self.frames_accepted += other.frames_accepted
+        self.frames_duplicate += other.frames_duplicate
+        self.readings_written += other.readings_written
+        self.quarantined.update(other.quarantined)
+
+
+_STAGE = """
+CREATE TEMP TABLE IF NOT EXISTS stage_frames (
+    device_id text, seq bigint, sent_ms bigint, frame_sha256 bytea, raw_zstd bytea, n_readings integer
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_readings (
+    device_id text, seq bigint, idx integer, ts timestamptz, channel text, energy_wh bigint, power_w bigint
+) ON COMMIT DELETE ROWS;
+"""
+
+
+class StoreWriter:
+    """Writes batches on one connection (reconnect by making a new writer)."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+        self._months: set[int] = set()
+        self._new_months: set[int] = set()
+        with conn.transaction():
+            conn.execute(_STAGE)
+
+    def write(self, accepted: Sequence[Accepted], rejected: Sequence[Rejected]) -> BatchResult:
+        result = BatchResult()
+        quarantine: list[tuple[str, bytes, str, str, str | None, int | None]] = [
+            (r.topic, r.payload, r.reason, r.detail, r.device, r.seq) for r in rejected]
+        # Within one batch, the first frame of a (device, seq) wins; a different one is a replay.
+        first: dict[tuple[str, int], bytes] = {}
+        frames: list[tuple[Accepted, bytes]] = []
+        for a in accepted:
+            digest = hashlib.sha256(a.payload).digest()
+            key = (a.frame.device, a.frame.seq)
+            if key in first:
+                if first[key] != digest:
+                    quarantine.append((a.topic, a.payload, reasons.REPLAYED_SEQ,
+                                       f"seq {a.frame.seq} of {a.frame.device} arrived twice with different content", *key))
+                else:
+                    result.frames_duplicate += 1
+                continue
+            first[key] = digest
+            frames.append((a, digest))
+
+        with self.conn.transaction():
+            self._ensure_partitions(frames)
+            cur = self.conn.cursor()
+            if frames:
+                with cur.copy("COPY stage_frames FROM STDIN (FORMAT BINARY)") as cp:
+                    cp.set_types(["text", "int8", "int8", "bytea", "bytea", "int4"])
+                    for a, digest in frames:
+                        f = a.frame
+                        cp.write_row((f.device, f.seq, f.sent_ms, digest, _zstd.compress(a.payload), len(f.readings)))
+                with cur.copy("COPY stage_readings FROM STDIN (FORMAT BINARY)") as cp:
+                    cp.set_types(["text", "int8", "int4", "timestamptz", "text", "int8", "int8"])
+                    for a, _ in frames:
+                        f = a.frame
+                        for i, r in enumerate(f.readings):
+                            cp.write_row((f.device, f.seq, i, datetime.fromtimestamp(r.ts_ms / 1000, UTC),
+                                          r.channel, r.energy_wh, r.power_w))
+                # Stored already with other bytes → replay: quarantine it and drop it from staging.
+                replays = cur.execute(
+                    "DELETE FROM stage_frames s USING frames f WHERE f.device_id = s.device_id AND f.seq = s.seq "
+                    "AND f.frame_sha256 <> s.frame_sha256 RETURNING s.device_id, s.seq").fetchall()
+                if replays:
+                    by_key = {(a.frame.device, a.frame.seq): a for a, _ in frames}
+                    for device, seq in replays:
+                        a = by_key[(device, seq)]
+                        quarantine.append((a.topic, a.payload, reasons.REPLAYED_SEQ,
+                                           f"seq {seq} of {device} was already accepted with different content",
+                                           device, seq))
+                row = cur.execute(
+                    "WITH new AS (INSERT INTO frames (device_id, seq, sent_ms, frame_sha256, raw_zstd, n_readings) "
+                    "  SELECT device_id, seq, sent_ms, frame_sha256, raw_zstd, n_readings FROM stage_frames "
+                    "  ON CONFLICT (device_id, seq) DO NOTHING RETURNING device_id, seq), "
+                    "ins AS (INSERT INTO readings (device_id, seq, idx, ts, channel, energy_wh, power_w) "
+                    "  SELECT r.device_id, r.seq, r.idx, r.ts, r.channel, r.energy_wh, r.power_w "
+                    "  FROM stage_readings r JOIN new USING (device_id, seq) RETURNING 1) "
+                    "SELECT (SELECT count(*) FROM new), (SELECT count(*) FROM ins)").fetchone()
+                assert row is not None
+                result.frames_accepted = int(row[0])
+                result.readings_written = int(row[1])
+                result.frames_duplicate += len(frames) - len(replays) - result.frames_accepted
+            if quarantine:
+                with cur.copy("COPY quarantine (topic, payload, reason, detail, device_id, seq) FROM STDIN (FORMAT BINARY)") as cp:
+                    cp.set_types(["text", "bytea", "text", "text", "text", "int8"])
+                    for q in quarantine:
+                        cp.write_row(q)
+                result.quarantined.update(q[2] for q in quarantine)
+        self._months |= self._new_months  # only once committed: a rollback undoes the partitions too
+        return result
+
+    def _ensure_partitions(self, frames: list[tuple[Accepted, bytes]]) -> None:
+        months = set()
+        for a, _ in frames:
+            ts = [r.ts_ms for r in a.frame.readings]
+            for t in (min(ts), max(ts)):  # a frame spans far less than a month
+                d = datetime.fromtimestamp(t / 1000, UTC)
+                months.add(d.year * 12 + d.month - 1)
+        for m in months - self._months:
+            at = datetime(m // 12, m % 12 + 1, 1, tzinfo=UTC)
+            self.conn.execute("SELECT ensure_readings_partition(%s)", (at,))
+        self._new_months = months
