@@ -24,7 +24,7 @@ IngestResult = BatchResult
 def ingest_payloads(dsn: str, items: Iterable[tuple[str, bytes]], now_ms: int | None = None,
                     batch_frames: int = 500, limits: Limits = Limits()) -> IngestResult:
     total = BatchResult()
-    with psycopg.connect(dsn) as conn:
+    with psycopg.connect(dsn, autocommit=True) as conn:
         registry = load_devices(conn)
         writer = StoreWriter(conn)
         acc: list[Accepted] = []

@@ -26,7 +26,6 @@ import zstandard
 from ingest import reasons
 from ingest.validate import Accepted, Rejected
 
-_zstd = zstandard.ZstdCompressor(level=3)
 
 
 @dataclass
@@ -57,7 +56,10 @@ class StoreWriter:
     """Writes batches on one connection (reconnect by making a new writer)."""
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        if not conn.autocommit:  # else conn.transaction() nests in an implicit one and never commits
+            raise ValueError("StoreWriter needs an autocommit connection (each batch is its own transaction)")
         self.conn = conn
+        self._zstd = zstandard.ZstdCompressor(level=3)  # not thread-safe: one per writer
         self._months: set[int] = set()
         self._new_months: set[int] = set()
         with conn.transaction():
@@ -91,7 +93,7 @@ class StoreWriter:
                     cp.set_types(["text", "int8", "int8", "bytea", "bytea", "int4"])
                     for a, digest in frames:
                         f = a.frame
-                        cp.write_row((f.device, f.seq, f.sent_ms, digest, _zstd.compress(a.payload), len(f.readings)))
+                        cp.write_row((f.device, f.seq, f.sent_ms, digest, self._zstd.compress(a.payload), len(f.readings)))
                 with cur.copy("COPY stage_readings FROM STDIN (FORMAT BINARY)") as cp:
                     cp.set_types(["text", "int8", "int4", "timestamptz", "text", "int8", "int8"])
                     for a, _ in frames:

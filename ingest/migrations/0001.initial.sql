@@ -82,9 +82,11 @@ BEGIN
         RETURN;
     END IF;
     PERFORM pg_advisory_xact_lock(hashtext('wattproof.readings_partition'));
-    IF to_regclass(name) IS NULL THEN
+    BEGIN
         EXECUTE format('CREATE TABLE %I PARTITION OF readings FOR VALUES FROM (%L) TO (%L)', name, m_start, m_end);
-    END IF;
+    EXCEPTION WHEN duplicate_table THEN
+        NULL;  -- another writer created it first (our statement's catalog snapshot predates its commit)
+    END;
 END $$;
 
 -- Energy per 15 minutes and per hour from the cumulative registers: the register's last value in

@@ -1,13 +1,58 @@
-"""`wattproof ingest` command(s)."""
+"""`wattproof ingest`: run the ingest service until SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
+import json
+import logging
+import signal
+import threading
+
 import typer
 
-from wattproof.commands._stub import not_implemented
+from ingest.service import IngestConfig, IngestService
+from ingest.validate import Limits
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps({"ts": record.created, "level": record.levelname, "logger": record.name,
+                           "msg": record.getMessage()})
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("ingest", help="(being built)")
-    def _cmd() -> None:
-        not_implemented("ingest", "in progress")
+    @app.command("ingest")
+    def ingest_cmd(
+        broker: str = typer.Option(..., "--broker", envvar="WATTPROOF_BROKER", help="mqtt://host:port"),
+        db: str = typer.Option(..., "--db", envvar="WATTPROOF_DB", help="PostgreSQL DSN."),
+        client_id: str = typer.Option("wattproof-ingest", "--client-id",
+                                      help="MQTT client id (persistent session); unique per worker."),
+        batch_frames: int = typer.Option(1000, "--batch-frames", min=1, help="Commit after this many frames…"),
+        batch_ms: int = typer.Option(200, "--batch-ms", min=1, help="…or after this many milliseconds."),
+        max_future_skew_s: int = typer.Option(300, "--max-future-skew-s", help="Reject frames sent further in the future."),
+        max_age_days: float = typer.Option(7.0, "--max-age-days", help="Reject frames sent longer ago (offline spool limit)."),
+        shared: bool = typer.Option(False, "--shared", help="Join the MQTT 5 shared subscription group 'ingest' "
+                                    "(several workers split the load; see docs/store.md for the broker caveat)."),
+        metrics_port: int | None = typer.Option(None, "--metrics-port", help="Serve Prometheus metrics on this port."),
+        json_logs: bool = typer.Option(False, "--json-logs", help="Log JSON lines."),
+    ) -> None:
+        """Subscribe to every device's readings (shared subscription), validate, store, ack after commit."""
+        handler = logging.StreamHandler()
+        if json_logs:
+            handler.setFormatter(_JsonFormatter())
+        logging.basicConfig(level=logging.INFO, handlers=[handler])
+        limits = Limits(future_skew_ms=max_future_skew_s * 1000, max_age_ms=int(max_age_days * 86_400_000))
+        svc = IngestService(IngestConfig(broker_url=broker, dsn=db, client_id=client_id, batch_frames=batch_frames,
+                                         batch_ms=batch_ms, limits=limits, metrics_port=metrics_port,
+                                         shared=shared)).start()
+        done = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: done.set())
+        signal.signal(signal.SIGINT, lambda *_: done.set())
+        logging.getLogger("wattproof.ingest").info("ingesting from %s into the database", broker)
+        while not done.wait(1.0):
+            if svc.error is not None:
+                svc.stop()
+                raise typer.Exit(1)
+        svc.stop()
+        t = svc.totals
+        typer.echo(f"stopped: {t.frames_accepted} frames, {t.readings_written} readings stored; "
+                   f"quarantined {dict(t.quarantined)}", err=True)

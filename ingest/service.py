@@ -1,0 +1,261 @@
+"""The ingest service: MQTT 5 subscriber → validate → batched idempotent write → ack.
+
+Owns: the service lifecycle (``start()``, ``wait_idle()``, ``stop()``; SIGTERM in the CLI), the
+paho-mqtt client (QoS 1, persistent session, shared subscription, **manual acks**), the batching
+writer thread, reconnect to PostgreSQL with backoff (tenacity), and Prometheus metrics.
+
+Delivery contract (DESIGN invariant 1): a message is acknowledged (PUBACK) only after the
+transaction holding its rows — or its quarantine row — has committed. If the process dies before
+that, the broker redelivers it to the same persistent session (or, with a shared subscription,
+to another worker) and the writer's (device_id, seq) idempotency makes the redelivery a no-op.
+The paho callback only enqueues; all work happens on the writer thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from prometheus_client import CollectorRegistry, Counter as PCounter, Gauge, Histogram, start_http_server
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from firmware_sim.publisher import parse_broker_url
+from ingest.registry import load_devices
+from ingest.validate import Accepted, Limits, Rejected, validate
+from ingest.writer import BatchResult, StoreWriter
+
+log = logging.getLogger("wattproof.ingest")
+
+SUBSCRIPTION = "wattproof/v1/+/+/readings"
+SHARE_GROUP = "ingest"
+
+
+class IngestError(RuntimeError):
+    """The service could not start or lost a dependency for longer than it may wait."""
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.received = PCounter("wattproof_ingest_frames_received", "Messages received", registry=r)
+        self.accepted = PCounter("wattproof_ingest_frames_accepted", "Frames stored", registry=r)
+        self.duplicates = PCounter("wattproof_ingest_frames_duplicate", "Redelivered frames (no-op)", registry=r)
+        self.quarantined = PCounter("wattproof_ingest_frames_quarantined", "Frames quarantined", ["reason"], registry=r)
+        self.readings = PCounter("wattproof_ingest_readings_written", "Readings stored", registry=r)
+        self.commit_seconds = Histogram("wattproof_ingest_batch_commit_seconds", "Batch write+commit latency",
+                                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=r)
+        self.queue_depth = Gauge("wattproof_ingest_queue_depth", "Messages received, not yet committed", registry=r)
+        self.lag_seconds = Gauge("wattproof_ingest_consumer_lag_seconds",
+                                 "Receive time minus send time of the last committed frame", registry=r)
+
+
+@dataclass
+class IngestConfig:
+    broker_url: str
+    dsn: str
+    client_id: str = "wattproof-ingest"
+    # MQTT 5 shared subscription ($share/ingest/...) lets several workers split the load. Mosquitto
+    # 2.0 does not queue shared-subscription messages while no member of the group is connected
+    # (found by test_broker_restart_mid_stream...), so the default is a plain persistent
+    # subscription, which loses nothing across broker restarts; scale out with shared=True.
+    shared: bool = False
+    batch_frames: int = 1000
+    batch_ms: int = 200
+    limits: Limits = field(default_factory=Limits)
+    protocol: int = 5
+    metrics_port: int | None = None
+    db_retry_s: float = 300.0  # give up (and exit non-zero, unacked) after this long without the DB
+
+
+class IngestService:
+    def __init__(self, cfg: IngestConfig, metrics: Metrics | None = None) -> None:
+        self.cfg = cfg
+        self.metrics = metrics or Metrics()
+        self.totals = BatchResult()
+        self._q: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._last_activity = time.monotonic()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run_writer, name="ingest-writer", daemon=True)
+        self._lock = threading.Lock()
+        proto = mqtt.MQTTv5 if cfg.protocol == 5 else mqtt.MQTTv311
+        kwargs: dict[str, Any] = {} if proto == mqtt.MQTTv5 else {"clean_session": False}
+        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.client_id, protocol=proto,
+                                   manual_ack=True, **kwargs)
+        self._client.max_inflight_messages_set(cfg.batch_frames * 2)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def start(self, timeout_s: float = 30.0) -> IngestService:
+        if self.cfg.metrics_port:
+            start_http_server(self.cfg.metrics_port, registry=self.metrics.registry)
+        self._conn = self._connect_db()
+        self._thread.start()
+        host, port = parse_broker_url(self.cfg.broker_url)
+        if self._client.protocol == mqtt.MQTTv5:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 7 * 86_400
+            self._client.connect_async(host, port, 30, clean_start=False, properties=props)
+        else:
+            self._client.connect_async(host, port, 30)
+        self._client.loop_start()
+        if not self._connected.wait(timeout_s):
+            self.stop()
+            raise IngestError(f"no connection to the broker at {host}:{port} after {timeout_s:.0f}s")
+        return self
+
+    def stop(self) -> None:
+        """Stop taking messages, commit and ack what is queued, disconnect."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=60)
+        self._client.disconnect()
+        self._client.loop_stop()
+        try:
+            self._conn.close()
+        except Exception:  # noqa: BLE001 - closing a broken connection on the way out
+            pass
+
+    def wait_idle(self, idle_s: float = 1.0, timeout_s: float = 600.0) -> None:
+        """Block until no message arrived and nothing is queued for ``idle_s`` (or raise)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._error is not None:
+                raise IngestError(f"ingest writer failed: {self._error}") from self._error
+            with self._lock:
+                quiet = time.monotonic() - self._last_activity
+            if self._q.empty() and quiet >= idle_s:
+                return
+            time.sleep(min(0.1, idle_s / 4))
+        raise IngestError(f"ingest still busy after {timeout_s:.0f}s")
+
+    @property
+    def error(self) -> BaseException | None:
+        return self._error
+
+    # --- paho callbacks: enqueue only ------------------------------------------------------
+    def _on_connect(self, client, userdata, flags, reason_code, properties=None) -> None:  # type: ignore[no-untyped-def]
+        if reason_code.is_failure:
+            log.error("broker refused the connection: %s", reason_code)
+            return
+        topic = f"$share/{SHARE_GROUP}/{SUBSCRIPTION}" if self.cfg.shared else SUBSCRIPTION
+        client.subscribe(topic, qos=1)
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties=None) -> None:  # type: ignore[no-untyped-def]
+        if all(not rc.is_failure for rc in reason_codes):
+            self._connected.set()  # subscribed: from now on the broker keeps our messages
+        else:
+            log.error("subscription refused: %s", reason_codes)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties=None) -> None:  # type: ignore[no-untyped-def]
+        self._connected.clear()
+
+    def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:  # type: ignore[no-untyped-def]
+        self._q.put(msg)
+        with self._lock:
+            self._last_activity = time.monotonic()
+
+    # --- the writer thread -----------------------------------------------------------------
+    def _connect_db(self) -> psycopg.Connection[Any]:
+        for attempt in Retrying(retry=retry_if_exception_type((psycopg.OperationalError, psycopg.InterfaceError)),
+                                wait=wait_exponential(multiplier=0.2, max=5), stop=stop_after_delay(self.cfg.db_retry_s),
+                                reraise=True):
+            with attempt:
+                conn = psycopg.connect(self.cfg.dsn, autocommit=True)
+                self._registry = load_devices(conn)
+                self._writer = StoreWriter(conn)
+                return conn
+        raise AssertionError("unreachable")
+
+    def _run_writer(self) -> None:
+        try:
+            while not (self._stop.is_set() and self._q.empty()):
+                batch = self._collect()
+                if batch:
+                    self._write_with_retry(batch)
+        except BaseException as exc:  # surfaced by wait_idle / the CLI; nothing is acked
+            log.exception("writer stopped")
+            self._error = exc
+
+    def _collect(self) -> list[mqtt.MQTTMessage]:
+        batch: list[mqtt.MQTTMessage] = []
+        try:
+            batch.append(self._q.get(timeout=0.1))
+        except queue.Empty:
+            return batch
+        deadline = time.monotonic() + self.cfg.batch_ms / 1000
+        while len(batch) < self.cfg.batch_frames:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(self._q.get(timeout=remaining))
+            except queue.Empty:
+                break
+        return batch
+
+    def _write_with_retry(self, batch: list[mqtt.MQTTMessage]) -> None:
+        m = self.metrics
+        for attempt in Retrying(retry=retry_if_exception_type((psycopg.OperationalError, psycopg.InterfaceError)),
+                                wait=wait_exponential(multiplier=0.2, max=5), stop=stop_after_delay(self.cfg.db_retry_s),
+                                reraise=True,
+                                before_sleep=lambda rs: self._reconnect_db()):
+            with attempt:
+                t0 = time.perf_counter()
+                now_ms = int(time.time() * 1000)
+                acc: list[Accepted] = []
+                rej: list[Rejected] = []
+                for msg in batch:
+                    v = validate(msg.topic, msg.payload, self._registry, now_ms, self.cfg.limits)
+                    if isinstance(v, Rejected) and v.reason == "unknown_device":
+                        self._registry = load_devices(self._conn)  # provisioned since we loaded it?
+                        v = validate(msg.topic, msg.payload, self._registry, now_ms, self.cfg.limits)
+                    (acc if isinstance(v, Accepted) else rej).append(v)  # type: ignore[arg-type]
+                result = self._writer.write(acc, rej)
+                m.commit_seconds.observe(time.perf_counter() - t0)
+        # Committed: now, and only now, acknowledge.
+        for msg in batch:
+            self._client.ack(msg.mid, msg.qos)
+        m.received.inc(len(batch))
+        m.accepted.inc(result.frames_accepted)
+        m.duplicates.inc(result.frames_duplicate)
+        m.readings.inc(result.readings_written)
+        for reason, n in result.quarantined.items():
+            m.quarantined.labels(reason).inc(n)
+        m.queue_depth.set(self._q.qsize())
+        if acc:
+            m.lag_seconds.set(max(0.0, (now_ms - acc[-1].frame.sent_ms) / 1000))
+        self.totals.add(result)
+        with self._lock:
+            self._last_activity = time.monotonic()
+
+    def _reconnect_db(self) -> None:
+        log.warning("database connection lost; reconnecting")
+        try:
+            self._conn.close()
+        except Exception:  # noqa: BLE001
+            pass
+        try:
+            self._conn = psycopg.connect(self.cfg.dsn, autocommit=True)
+            self._writer = StoreWriter(self._conn)
+        except psycopg.OperationalError:
+            pass  # the next attempt fails the same way and backs off again
+
+
+def quarantine_counts(totals: BatchResult) -> Counter[str]:
+    return Counter(totals.quarantined)
