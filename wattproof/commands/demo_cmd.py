@@ -1,13 +1,26 @@
-"""`wattproof demo` command(s)."""
+"""`wattproof demo`: the whole path on embedded services."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
-from wattproof.commands._stub import not_implemented
+SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("demo", help="(being built)")
-    def _cmd() -> None:
-        not_implemented("demo", "in progress")
+    @app.command("demo")
+    def demo(
+        scenario: Path = typer.Option(SCENARIOS / "greenwash.yaml", "--scenario", help="Scenario YAML to simulate."),
+        ledger: str = typer.Option("local", "--ledger", help="local | fabric"),
+        broker_kind: str | None = typer.Option(None, "--broker-kind", help="Force 'amqtt' (default: mosquitto if installed)."),
+    ) -> None:
+        """Simulate a fleet into an embedded broker and database, ingest, audit, anchor, verify."""
+        from wattproof.demo import run_demo
+
+        if ledger not in ("local", "fabric"):
+            raise typer.BadParameter("--ledger must be 'local' or 'fabric'")
+        result = run_demo(scenario, ledger=ledger, broker_kind=broker_kind)
+        if not result.matches_truth:
+            raise typer.Exit(1)
