@@ -119,14 +119,19 @@ class Publisher:
         deadline = time.monotonic() + timeout_s
         while True:
             self._pump()
-            self._flush_acks()
-            if self.spool.count() == 0:
-                return
+            with self._cv:
+                idle = not self._inflight
+            if idle and not self.spool.after(self._last_handed, 1):
+                self._flush_acks()
+                if self.spool.count() == 0:
+                    return
+                self._last_handed = 0  # acked rows are gone; anything left was never handed (reconnect)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise PublishError(f"{self.client_id}: {self.spool.count()} frames not acknowledged after {timeout_s:.0f}s")
-            with self._cv:
-                self._cv.wait(min(remaining, 0.2))
+            with self._cv:  # woken when the in-flight window has drained to half (see _on_publish)
+                self._cv.wait(min(remaining, 0.05))
+            self._flush_acks()
 
     def pending(self) -> int:
         return self.spool.count()
@@ -190,4 +195,5 @@ class Publisher:
             else:
                 self._acked.append(sid)
                 self.acked_total += 1
-            self._cv.notify_all()
+            if len(self._inflight) <= self.window // 2:
+                self._cv.notify_all()

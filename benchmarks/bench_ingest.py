@@ -1,0 +1,131 @@
+"""Ingest throughput on a local Mosquitto + PostgreSQL, in one run:
+(a) end to end: first publish → last commit, through `wattproof ingest` as its own process;
+(b) naive: one INSERT and one commit per reading (a sample, extrapolated — said so in the table);
+(c) ceiling: a raw binary COPY of the same rows, no MQTT, no validation.
+
+    .venv/bin/python -m benchmarks.bench_ingest [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+
+from benchmarks._common import table, write_section
+from firmware_sim.fleet import FleetPublisher
+from firmware_sim.sim import simulate
+from firmware_sim.wire import decode_frame
+from ingest.registry import register_device
+from ingest.schema import upgrade
+from wattproof.embedded import Broker, Postgres
+
+
+def count(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        return int(conn.execute("SELECT count(*) FROM readings").fetchone()[0])  # type: ignore[index]
+
+
+def new_db(pg: Postgres, name: str) -> str:
+    with psycopg.connect(pg.dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    dsn = pg.dsn.rsplit("/", 1)[0] + "/" + name
+    upgrade(dsn)
+    return dsn
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    days = 0.5 if args.quick else 3.0
+    work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    broker = Broker(work / "broker").start()
+    pg = Postgres(work / "pg").start()
+    try:
+        run = simulate(sites=10, days=days, seed=2, frame_readings=60)
+        messages = list(run.messages())
+        n = sum(m.n_readings for m in messages)
+
+        # (a) end to end
+        dsn = new_db(pg, "e2e")
+        for d in run.devices:
+            register_device(dsn, d.record)
+        proc = subprocess.Popen([sys.executable, "-m", "wattproof", "ingest", "--broker", broker.url, "--db", dsn,
+                                 "--client-id", "bench-ingest", "--batch-frames", "2000", "--batch-ms", "100"],
+                                stderr=subprocess.PIPE, text=True)
+        assert proc.stderr is not None and "ingesting from" in proc.stderr.readline()
+        fleet = FleetPublisher(broker.url, work / "spool", run.devices).start()
+        t0 = time.perf_counter()
+        fleet.run(iter(messages))
+        peak_rss_mb = 0.0
+        while count(dsn) < n:
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+            peak_rss_mb = max(peak_rss_mb, int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))) / 1024)
+            time.sleep(0.02)
+        e2e_s = time.perf_counter() - t0
+        fleet.flush()
+        fleet.close()
+        proc.terminate()
+        proc.wait(30)
+
+        rows = []
+        for m in messages:
+            f = decode_frame(m.payload)
+            for i, r in enumerate(f.readings):
+                rows.append((f.device, f.seq, i, datetime.fromtimestamp(r.ts_ms / 1000, UTC), r.channel, r.energy_wh, r.power_w))
+
+        # (b) naive: INSERT + commit per reading, on a sample
+        dsn_naive = new_db(pg, "naive")
+        sample = rows[: 3000 if args.quick else 10000]
+        with psycopg.connect(dsn_naive) as conn:
+            conn.execute("CREATE TABLE plain_readings (LIKE readings)")
+            conn.commit()
+            t0 = time.perf_counter()
+            for row in sample:
+                conn.execute("INSERT INTO plain_readings (device_id, seq, idx, ts, channel, energy_wh, power_w) "
+                             "VALUES (%s, %s, %s, %s, %s, %s, %s)", row)
+                conn.commit()
+            naive_rate = len(sample) / (time.perf_counter() - t0)
+
+        # (c) ceiling: raw binary COPY of the same rows
+        with psycopg.connect(dsn_naive) as conn:
+            conn.execute("CREATE TABLE copy_readings (LIKE readings)")
+            conn.commit()
+            t0 = time.perf_counter()
+            with conn.cursor().copy("COPY copy_readings (device_id, seq, idx, ts, channel, energy_wh, power_w) "
+                                    "FROM STDIN (FORMAT BINARY)") as cp:
+                cp.set_types(["text", "int8", "int4", "timestamptz", "text", "int8", "int8"])
+                for row in rows:
+                    cp.write_row(row)
+            conn.commit()
+            copy_rate = len(rows) / (time.perf_counter() - t0)
+    finally:
+        pg.stop()
+        broker.stop()
+
+    e2e_rate = n / e2e_s
+    body = table(["path", "readings", "readings/s", "vs e2e"], [
+        ["(a) end to end: publish → MQTT → `wattproof ingest` (validate, verify Ed25519, COPY, commit, ack)",
+         f"{n:,}", f"{e2e_rate:,.0f}", "1.0×"],
+        [f"(b) naive: INSERT + COMMIT per reading (sample of {len(sample):,}, extrapolated)", f"{len(sample):,}",
+         f"{naive_rate:,.0f}", f"{naive_rate / e2e_rate:.3f}×"],
+        ["(c) ceiling: raw binary COPY of the same rows (no MQTT, no validation)", f"{len(rows):,}",
+         f"{copy_rate:,.0f}", f"{copy_rate / e2e_rate:.1f}×"],
+    ])
+    body += (f"\n\nEnd to end = {e2e_rate / naive_rate:.0f}× the naive way and {100 * e2e_rate / copy_rate:.0f}% of the raw "
+             f"COPY rate; ingest peak RSS {peak_rss_mb:.0f} MB. Targets: ≥ 150,000 readings/s, ≥ 30× naive, "
+             "≥ 40% of COPY, RSS ≤ 300 MB. Frames of 60 readings, 10 sites × 4 devices, one ingest process.")
+    print(body)
+    write_section("bench_ingest", "Ingest (MQTT → PostgreSQL)", body)
+
+
+if __name__ == "__main__":
+    main()
