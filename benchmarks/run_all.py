@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ["benchmarks.bench_publish", "benchmarks.bench_ingest"]
+BENCHES = ["benchmarks.bench_publish", "benchmarks.bench_ingest", "benchmarks.bench_ledger"]
 
 
 def main() -> None:
