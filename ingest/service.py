@@ -25,7 +25,8 @@ import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from prometheus_client import CollectorRegistry, Counter as PCounter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_server
+from prometheus_client import Counter as PCounter
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from firmware_sim.publisher import parse_broker_url

@@ -27,7 +27,6 @@ from ingest import reasons
 from ingest.validate import Accepted, Rejected
 
 
-
 @dataclass
 class BatchResult:
     frames_accepted: int = 0

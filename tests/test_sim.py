@@ -39,7 +39,7 @@ def test_clean_run_is_physically_sane() -> None:
     run = simulate(sites=3, days=2, seed=3, start_ms=START, clock=FIXED_CLOCK)
     series: dict[tuple[str, str], list[tuple[int, int, int]]] = defaultdict(list)
     keys = {d.device: d.record.verifying_key() for d in run.devices}
-    for m, frame in decode_all(run):
+    for _m, frame in decode_all(run):
         assert frame is not None
         wire.verify_signature(frame, keys[frame.device])
         for r in frame.readings:
@@ -124,7 +124,7 @@ def test_each_data_fault_leaves_its_mark_in_the_readings(greenwash) -> None:  # 
             continue
         rows = sorted((r.ts_ms, r.energy_wh, r.power_w) for m, f in frames_of(decoded, t.device)
                       for r in f.readings if r.channel in ("import", "pv"))
-        ts = np.array([r[0] for r in rows]); reg = np.array([r[1] for r in rows]); pw = np.array([r[2] for r in rows])
+        ts, reg, pw = (np.array(col) for col in zip(*rows, strict=True))
         inside = (ts >= t.start_ms) & (ts < t.end_ms)
         if t.kind == "register_rollback":
             assert np.any(np.diff(reg) < 0)

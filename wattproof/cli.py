@@ -17,8 +17,8 @@ from wattproof.commands import (
     device_cmd,
     fabric_cmd,
     ingest_cmd,
-    ledger_cmd,
     later_cmd,
+    ledger_cmd,
     simulate_cmd,
 )
 
