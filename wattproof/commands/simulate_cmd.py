@@ -5,13 +5,34 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from firmware_sim.fleet import FleetPublisher, write_sites, write_truth, write_weather
-from firmware_sim.identity import FileRegistry
+from firmware_sim.identity import (
+    FileRegistry,
+    generate_key,
+    key_path,
+    read_private_key,
+    write_private_key,
+)
 from firmware_sim.scenarios import Scenario, load_scenario
 from firmware_sim.sim import simulate
 from wattproof import config
+
+
+def device_keys(sites: list[str], devices: list[str], keys_dir: Path | None) -> dict[str, Ed25519PrivateKey]:
+    """Each simulated device's key from its key file; a new key (0600) where there is none."""
+    base = keys_dir or config.keys_dir()
+    keys = {}
+    for site, device in zip(sites, devices, strict=True):
+        path = key_path(base, site, device)
+        if path.exists():
+            keys[device] = read_private_key(path)  # unreadable or not Ed25519: one clear error
+        else:
+            keys[device] = generate_key()
+            write_private_key(path, keys[device])
+    return keys
 
 
 def register(app: typer.Typer) -> None:
@@ -26,6 +47,8 @@ def register(app: typer.Typer) -> None:
         backfill: bool = typer.Option(False, "--backfill", help="Publish as fast as the broker acknowledges (default)."),
         out: Path | None = typer.Option(None, "--out", help="Directory for truth.jsonl, weather.csv, sites.json."),
         db: str | None = typer.Option(None, "--db", envvar="WATTPROOF_DB", help="Register the devices in this database."),
+        keys_dir: Path | None = typer.Option(None, "--keys-dir", help="Device keys (default: data dir); "
+                                             "missing keys are generated (0600)."),
     ) -> None:
         """Simulate sites (main meter, sub-meters, PV) and publish signed frames over MQTT 5."""
         if speed is not None and backfill:
@@ -40,10 +63,12 @@ def register(app: typer.Typer) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
         spool_dir = config.data_dir() / "spool"
         run0 = simulate(sites=sites, days=days, seed=seed if seed is not None else 42, scenario=sc)
+        keys = device_keys([d.record.site for d in run0.devices], [d.device for d in run0.devices], keys_dir)
         fleet = FleetPublisher(broker, spool_dir, run0.devices)
         # Continue each device's seq where its spool left off (persisted across restarts).
         run = simulate(sites=sites, days=days, seed=seed if seed is not None else 42, scenario=sc,
-                       seq_start=fleet.next_seqs())
+                       seq_start=fleet.next_seqs(), keys=keys)
+        fleet.devices = run.devices
         registry = FileRegistry(config.registry_path())
         known = registry.load()
         for dev in run.devices:
