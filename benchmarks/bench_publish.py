@@ -46,7 +46,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-publish-"))
     rows = []
     with Broker(work / "broker").start() as broker:
-        for name, fr in (("ours: 15 readings/frame", 15), ("ours: 60 readings/frame", 60)):
+        for name, fr in (("ours: 15 readings/frame", 15), ("ours: 60 readings/frame", 60), ("ours: 240 readings/frame", 240)):
             rows.append(run_case(broker, work, name, 10, days, fr))
         rows.append(run_case(broker, work, "naive: 1 reading/message", 2, days / 6, 1))
     n_sig, rate_sig = sign_only(10, days, 60)
@@ -54,8 +54,8 @@ def main() -> None:
     out = [[name, f"{n:,}", f"{t:.2f}", f"{rate:,.0f}"] for name, n, t, rate in rows]
     out.append(["ceiling: generate + sign only (60/frame, no MQTT)", f"{n_sig:,}", "", f"{rate_sig:,.0f}"])
     body = table(["publisher (one process, QoS 1, every message acknowledged)", "readings", "seconds", "readings/s"], out)
-    best = max(r[3] for r in rows[:2])
-    naive = rows[2][3]
+    best = max(r[3] for r in rows[:3])
+    naive = rows[3][3]
     body += (f"\n\nBest end-to-end rate {best:,.0f} readings/s = {best / naive:.0f}× the naive publisher. "
              "Target ≥ 200,000 readings/s. Time includes building the fleet's arrays (pvlib clear sky, "
              "load models), Ed25519 signing of every frame, the SQLite spool write and delete, and "
