@@ -1,24 +1,71 @@
-"""`wattproof anchor | verify | proof export | verify-proof` (ledger core: issue 6, not built yet)."""
+"""`wattproof anchor | verify | proof export | verify-proof`: sealing, replay and proofs."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
 
 from wattproof.commands._stub import not_implemented
 
-ISSUE = "sealing, anchoring and proofs come with the ledger-core issue"
+ISSUE = "proof bundles come with the rest of the ledger-core issue"
+
+
+def open_backend(ledger: str, ledger_dir: Path | None):  # type: ignore[no-untyped-def]
+    if ledger == "fabric":
+        not_implemented("--ledger fabric", "the Fabric backend comes with its own issue")
+    if ledger != "local":
+        raise typer.BadParameter("--ledger must be 'local' or 'fabric'")
+    from ledger.local import LocalLedger
+    from wattproof import config
+
+    return LocalLedger.open(ledger_dir or config.data_dir() / "ledger")
 
 
 def register(app: typer.Typer) -> None:
     @app.command("anchor", help="Seal every complete window per site into a Merkle batch and anchor its header.")
-    def anchor(ledger: str = typer.Option("local", "--ledger", help="local | fabric")) -> None:
-        not_implemented("anchor", ISSUE)
+    def anchor(
+        db: str = typer.Option(..., "--db", envvar="WATTPROOF_DB", help="PostgreSQL DSN."),
+        ledger: str = typer.Option("local", "--ledger", help="local | fabric"),
+        ledger_dir: Path | None = typer.Option(None, "--ledger-dir", help="Local ledger directory (default: data dir)."),
+        window_s: int = typer.Option(3600, "--window", min=60, help="Window length in seconds."),
+        grace_s: int = typer.Option(900, "--grace", min=0, help="A window is complete this long after its end."),
+        site: str | None = typer.Option(None, "--site"),
+    ) -> None:
+        from ledger.seal import seal_windows
+
+        backend = open_backend(ledger, ledger_dir)
+        made = seal_windows(db, backend, window_s=window_s, grace_s=grace_s, site=site)
+        readings = sum(b.header.leaf_count for b in made)
+        typer.echo(f"sealed and anchored {len(made)} batches ({readings} readings) on the {backend.name} ledger")
 
     @app.command("verify", help="Replay every sealed batch from the store against the ledger; name tampered readings.")
-    def verify(json_out: bool = typer.Option(False, "--json")) -> None:
-        not_implemented("verify", ISSUE)
+    def verify(
+        db: str = typer.Option(..., "--db", envvar="WATTPROOF_DB", help="PostgreSQL DSN."),
+        ledger: str = typer.Option("local", "--ledger", help="local | fabric"),
+        ledger_dir: Path | None = typer.Option(None, "--ledger-dir"),
+        site: str | None = typer.Option(None, "--site"),
+        since: datetime | None = typer.Option(None, "--from", help="Only batches ending after this time (UTC)."),
+        until: datetime | None = typer.Option(None, "--to", help="Only batches starting before this time (UTC)."),
+        json_out: bool = typer.Option(False, "--json", help="Machine-readable report."),
+    ) -> None:
+        from ledger.verify import summary_json
+        from ledger.verify import verify as run_verify
+
+        reports = run_verify(db, open_backend(ledger, ledger_dir), site=site,
+                             start=since.replace(tzinfo=UTC) if since else None,
+                             end=until.replace(tzinfo=UTC) if until else None)
+        bad = [r for r in reports if r.status != "intact"]
+        if json_out:
+            typer.echo(summary_json(reports).decode())
+        else:
+            typer.echo(f"{len(reports) - len(bad)} of {len(reports)} batches intact")
+            for r in bad:
+                typer.echo(f"{r.batch_id}: {r.status}; changed {r.changed} deleted {r.deleted} "
+                           f"inserted {r.inserted} bad frames {r.bad_frames}")
+        if bad:
+            raise typer.Exit(1)
 
     proof = typer.Typer(no_args_is_help=True, help="Export self-contained proof bundles.")
 

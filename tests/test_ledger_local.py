@@ -1,0 +1,161 @@
+"""The local ledger and sealing/replay against a real PostgreSQL: tampering is named exactly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import psycopg
+import pytest
+import zstandard
+
+from firmware_sim.sim import simulate
+from ingest.pipeline import ingest_payloads
+from ingest.registry import register_device
+from ledger.backend import GENESIS_HASH, AlreadyAnchored, BatchHeader, ChainBroken, LedgerMismatch, header_hash
+from ledger.local import LocalLedger
+from ledger.seal import load_leaves, seal_windows
+from ledger.verify import verify
+
+START = 1_780_272_000_000  # 2026-06-01T00:00Z
+
+
+def header(site: str, n: int, prev: str) -> BatchHeader:
+    return BatchHeader(batch_id=f"{site}:{n}", site=site, kind="seal", window_start_ms=n * 3600_000,
+                       window_end_ms=(n + 1) * 3600_000, leaf_count=1, root="ab" * 32, prev_hash=prev,
+                       findings_digest="00" * 32, sealed_ms=1)
+
+
+def test_local_ledger_chains_per_site_and_refuses_overwrites_and_broken_chains(tmp_path: Path) -> None:
+    led = LocalLedger.open(tmp_path)
+    h1 = header("a", 1, GENESIS_HASH)
+    r1 = led.anchor(h1)
+    assert r1.header_hash == header_hash(h1) and led.head("a") == r1.header_hash
+    led.anchor(header("b", 1, GENESIS_HASH))  # another site's chain is independent
+    with pytest.raises(AlreadyAnchored):
+        led.anchor(h1)
+    with pytest.raises(ChainBroken):
+        led.anchor(header("a", 2, GENESIS_HASH))
+    r2 = led.anchor(header("a", 2, r1.header_hash))
+    reopened = LocalLedger.open(tmp_path)  # survives a restart, re-verified on open
+    assert reopened.get("a:2") == (header("a", 2, r1.header_hash), r2)
+    assert [e.position for e in reopened.events()] == [0, 1, 2]
+
+
+def test_an_edited_or_truncated_ledger_file_is_detected(tmp_path: Path) -> None:
+    led = LocalLedger.open(tmp_path)
+    prev = GENESIS_HASH
+    for n in range(3):
+        prev = led.anchor(header("a", n, prev)).header_hash
+    path = tmp_path / "ledger.jsonl"
+    good = path.read_bytes()
+    lines = good.splitlines(keepends=True)
+    rec = json.loads(lines[1])
+    rec["header"] = rec["header"].replace('"leaf_count":1', '"leaf_count":2')
+    path.write_bytes(lines[0] + (json.dumps(rec) + "\n").encode() + lines[2])
+    with pytest.raises(LedgerMismatch, match=":2:"):
+        LocalLedger.open(tmp_path)
+    path.write_bytes(good[:-10])
+    with pytest.raises(LedgerMismatch, match="truncated"):
+        LocalLedger.open(tmp_path)
+    path.write_bytes(lines[0] + lines[2])  # a record removed from the middle
+    with pytest.raises(LedgerMismatch, match="does not chain"):
+        LocalLedger.open(tmp_path)
+
+
+@pytest.fixture
+def sealed(store_db: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    run = simulate(sites=1, days=0.25, seed=21, start_ms=START)
+    for d in run.devices:
+        register_device(store_db, d.record)
+    ingest_payloads(store_db, [(m.topic, m.payload) for m in run.messages()])
+    led = LocalLedger.open(tmp_path / "ledger")
+    made = seal_windows(store_db, led)
+    return store_db, led, made
+
+
+def test_sealing_covers_every_reading_once_and_verifies_intact(sealed) -> None:  # type: ignore[no-untyped-def]
+    dsn, led, made = sealed
+    assert len(made) == 6  # 6 hours, one site
+    with psycopg.connect(dsn) as conn:
+        total, unsealed = conn.execute("SELECT count(*), count(*) FILTER (WHERE batch_id IS NULL) FROM readings").fetchone()  # type: ignore[misc]
+    assert unsealed == 0 and sum(b.header.leaf_count for b in made) == total
+    assert seal_windows(dsn, led) == []  # nothing left: idempotent
+    assert all(r.status == "intact" for r in verify(dsn, led))
+
+
+def test_resealing_a_window_from_the_store_gives_identical_leaves_and_root(sealed) -> None:  # type: ignore[no-untyped-def]
+    dsn, led, made = sealed
+    b = made[2]
+    from datetime import UTC, datetime
+
+    with psycopg.connect(dsn) as conn:
+        again = load_leaves(conn, b.header.site, datetime.fromtimestamp(b.header.window_start_ms / 1000, UTC),
+                            datetime.fromtimestamp(b.header.window_end_ms / 1000, UTC), b.header.batch_id)
+    assert [k for k, _ in again] == b.leaf_keys and [h for _, h in again] == b.leaf_hashes
+
+
+def one_key(dsn: str, batch_id: str, offset: int = 3) -> tuple[str, int, int]:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT device_id, seq, idx FROM readings WHERE batch_id = %s ORDER BY device_id, seq, idx "
+                           "OFFSET %s LIMIT 1", (batch_id, offset)).fetchone()
+    assert row is not None
+    return (row[0], row[1], row[2])
+
+
+def only_problem(dsn: str, led: LocalLedger):  # type: ignore[no-untyped-def]
+    bad = [r for r in verify(dsn, led) if r.status != "intact"]
+    assert len(bad) == 1, [r.to_json() for r in bad]
+    return bad[0]
+
+
+def test_an_updated_register_is_named_and_nothing_else(sealed) -> None:  # type: ignore[no-untyped-def]
+    dsn, led, made = sealed
+    key = one_key(dsn, made[1].header.batch_id)
+    with psycopg.connect(dsn) as conn:
+        conn.execute("UPDATE readings SET energy_wh = energy_wh + 1 WHERE (device_id, seq, idx) = (%s, %s, %s)", key)
+    rep = only_problem(dsn, led)
+    assert rep.batch_id == made[1].header.batch_id
+    assert rep.changed == [key] and rep.deleted == [] and rep.inserted == [] and rep.bad_frames == []
+
+
+def test_a_deleted_reading_is_named_and_nothing_else(sealed) -> None:  # type: ignore[no-untyped-def]
+    dsn, led, made = sealed
+    key = one_key(dsn, made[4].header.batch_id, offset=10)
+    with psycopg.connect(dsn) as conn:
+        conn.execute("DELETE FROM readings WHERE (device_id, seq, idx) = (%s, %s, %s)", key)
+    rep = only_problem(dsn, led)
+    assert rep.deleted == [key] and rep.changed == [] and rep.inserted == []
+
+
+def test_a_forged_inserted_reading_is_named_and_nothing_else(sealed) -> None:  # type: ignore[no-untyped-def]
+    dsn, led, made = sealed
+    b = made[0].header
+    dev, seq, _ = one_key(dsn, b.batch_id)
+    with psycopg.connect(dsn) as conn:
+        conn.execute("INSERT INTO readings (device_id, seq, idx, ts, channel, energy_wh, power_w, batch_id) "
+                     "SELECT device_id, seq, 999, ts, channel, energy_wh, power_w, batch_id FROM readings "
+                     "WHERE device_id = %s AND seq = %s ORDER BY idx LIMIT 1", (dev, seq))
+    rep = only_problem(dsn, led)
+    assert rep.inserted == [(dev, seq, 999)] and rep.changed == [] and rep.deleted == []
+
+
+def test_changed_frame_bytes_are_named_by_their_frame(sealed) -> None:  # type: ignore[no-untyped-def]
+    dsn, led, made = sealed
+    dev, seq, _ = one_key(dsn, made[3].header.batch_id)
+    with psycopg.connect(dsn) as conn:
+        raw = zstandard.ZstdDecompressor().decompress(bytes(conn.execute(
+            "SELECT raw_zstd FROM frames WHERE device_id = %s AND seq = %s", (dev, seq)).fetchone()[0]))  # type: ignore[index]
+        forged = raw.replace(b'"energy_wh":', b'"energy_wh":1', 1)
+        conn.execute("UPDATE frames SET raw_zstd = %s WHERE device_id = %s AND seq = %s",
+                     (zstandard.ZstdCompressor().compress(forged), dev, seq))
+    rep = only_problem(dsn, led)
+    assert [(d, s) for d, s, _ in rep.bad_frames] == [(dev, seq)]
+    assert rep.changed == rep.deleted == rep.inserted == []
+
+
+def test_a_batch_missing_from_the_ledger_is_reported(sealed, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    dsn, _, made = sealed
+    other = LocalLedger.open(tmp_path / "other-ledger")  # an empty ledger: nothing was anchored there
+    reports = verify(dsn, other)
+    assert {r.status for r in reports} == {"missing_on_ledger"} and len(reports) == len(made)
