@@ -12,7 +12,14 @@ import zstandard
 from firmware_sim.sim import simulate
 from ingest.pipeline import ingest_payloads
 from ingest.registry import register_device
-from ledger.backend import GENESIS_HASH, AlreadyAnchored, BatchHeader, ChainBroken, LedgerMismatch, header_hash
+from ledger.backend import (
+    GENESIS_HASH,
+    AlreadyAnchored,
+    BatchHeader,
+    ChainBroken,
+    LedgerMismatch,
+    header_hash,
+)
 from ledger.local import LocalLedger
 from ledger.seal import load_leaves, seal_windows
 from ledger.verify import verify
@@ -159,3 +166,47 @@ def test_a_batch_missing_from_the_ledger_is_reported(sealed, tmp_path: Path) -> 
     other = LocalLedger.open(tmp_path / "other-ledger")  # an empty ledger: nothing was anchored there
     reports = verify(dsn, other)
     assert {r.status for r in reports} == {"missing_on_ledger"} and len(reports) == len(made)
+
+
+def test_proof_bundle_verifies_offline_and_one_altered_byte_fails(sealed) -> None:  # type: ignore[no-untyped-def]
+    import base64
+    import copy
+    from datetime import UTC, datetime
+
+    from firmware_sim.identity import public_key_b64
+    from ledger.proofs import export_bundle, verify_bundle
+
+    dsn, led, made = sealed
+    device = made[0].leaf_keys[0][0]
+    t1 = datetime.fromtimestamp(START / 1000, UTC)
+    t2 = datetime.fromtimestamp((START + 3 * 3600_000) / 1000, UTC)
+    bundle = export_bundle(dsn, led, device, t1, t2, operator_public_key=public_key_b64(led.pub))
+    assert len(bundle["batches"]) == 3 and all(b["readings"] for b in bundle["batches"])
+    assert verify_bundle(bundle) == []
+    path = bundle["batches"][1]["readings"][5]["audit_path"]
+    assert len(path) * 32 <= 1024
+
+    def flipped(mutate) -> list[str]:  # type: ignore[no-untyped-def]
+        b = copy.deepcopy(bundle)
+        mutate(b)
+        return verify_bundle(b)
+
+    def flip_leaf(b) -> None:  # type: ignore[no-untyped-def]
+        raw = bytearray(base64.b64decode(b["batches"][0]["readings"][2]["leaf_b64"]))
+        raw[-5] ^= 0x01
+        b["batches"][0]["readings"][2]["leaf_b64"] = base64.b64encode(bytes(raw)).decode()
+
+    def flip_path(b) -> None:  # type: ignore[no-untyped-def]
+        h = b["batches"][1]["readings"][0]["audit_path"][0]
+        b["batches"][1]["readings"][0]["audit_path"][0] = ("0" if h[0] != "0" else "1") + h[1:]
+
+    def flip_header(b) -> None:  # type: ignore[no-untyped-def]
+        b["batches"][2]["header"] = b["batches"][2]["header"].replace('"leaf_count":', '"leaf_count":1', 1)
+
+    def flip_frame(b) -> None:  # type: ignore[no-untyped-def]
+        raw = bytearray(base64.b64decode(b["frames"][0]["raw_b64"]))
+        raw[raw.index(b'"energy_wh":') + 13] ^= 0x01
+        b["frames"][0]["raw_b64"] = base64.b64encode(bytes(raw)).decode()
+
+    for mutate in (flip_leaf, flip_path, flip_header, flip_frame):
+        assert flipped(mutate), mutate.__name__
