@@ -107,10 +107,10 @@ class LocalLedger:
     def anchor(self, header: BatchHeader) -> Receipt:
         if not isinstance(header, BatchHeader):
             raise InvalidHeader("not a BatchHeader")
-        try:
-            header = decode_header(header_bytes(header))  # re-validate every constraint
-        except msgspec.ValidationError as exc:
-            raise InvalidHeader(str(exc)) from None
+        try:  # msgspec checks constraints on decode, not on construction: re-validate every field
+            header = decode_header(header_bytes(header))
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise InvalidHeader(f"batch {header.batch_id!r}: {exc}") from None
         if header.batch_id in self._by_id:
             raise AlreadyAnchored(f"batch {header.batch_id} is already on the ledger")
         head = self._heads.get(header.site, GENESIS_HASH)

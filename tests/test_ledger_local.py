@@ -210,3 +210,12 @@ def test_proof_bundle_verifies_offline_and_one_altered_byte_fails(sealed) -> Non
 
     for mutate in (flip_leaf, flip_path, flip_header, flip_frame):
         assert flipped(mutate), mutate.__name__
+
+
+from tests.ledger_conformance import LedgerConformance  # noqa: E402
+
+
+class TestLocalLedgerConformance(LedgerConformance):
+    @pytest.fixture
+    def backend(self, tmp_path: Path) -> LocalLedger:
+        return LocalLedger.open(tmp_path / "conformance")
