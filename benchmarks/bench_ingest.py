@@ -107,6 +107,21 @@ def main() -> None:
                     cp.write_row(row)
             conn.commit()
             copy_rate = len(rows) / (time.perf_counter() - t0)
+
+        # (c') the same COPY into the real readings table (primary key, monthly partitions)
+        dsn_real = new_db(pg, "real")
+        with psycopg.connect(dsn_real) as conn:
+            for m in sorted({(r[3].year, r[3].month) for r in rows}):
+                conn.execute("SELECT ensure_readings_partition(make_timestamptz(%s, %s, 1, 0, 0, 0, 'UTC'))", m)
+            conn.commit()
+            t0 = time.perf_counter()
+            with conn.cursor().copy("COPY readings (device_id, seq, idx, ts, channel, energy_wh, power_w) "
+                                    "FROM STDIN (FORMAT BINARY)") as cp:
+                cp.set_types(["text", "int8", "int4", "timestamptz", "text", "int8", "int8"])
+                for row in rows:
+                    cp.write_row(row)
+            conn.commit()
+            real_rate = len(rows) / (time.perf_counter() - t0)
     finally:
         pg.stop()
         broker.stop()
@@ -117,11 +132,13 @@ def main() -> None:
          f"{n:,}", f"{e2e_rate:,.0f}", "1.0×"],
         [f"(b) naive: INSERT + COMMIT per reading (sample of {len(sample):,}, extrapolated)", f"{len(sample):,}",
          f"{naive_rate:,.0f}", f"{naive_rate / e2e_rate:.3f}×"],
-        ["(c) ceiling: raw binary COPY of the same rows (no MQTT, no validation)", f"{len(rows):,}",
-         f"{copy_rate:,.0f}", f"{copy_rate / e2e_rate:.1f}×"],
+        ["(c) ceiling: raw binary COPY of the same rows into a bare table (no MQTT, no validation, no keys)",
+         f"{len(rows):,}", f"{copy_rate:,.0f}", f"{copy_rate / e2e_rate:.1f}×"],
+        ["(c') raw binary COPY into the real `readings` table (primary key, monthly partitions)",
+         f"{len(rows):,}", f"{real_rate:,.0f}", f"{real_rate / e2e_rate:.1f}×"],
     ])
-    body += (f"\n\nEnd to end = {e2e_rate / naive_rate:.0f}× the naive way and {100 * e2e_rate / copy_rate:.0f}% of the raw "
-             f"COPY rate; ingest peak RSS {peak_rss_mb:.0f} MB. Targets: ≥ 150,000 readings/s, ≥ 30× naive, "
+    body += (f"\n\nEnd to end = {e2e_rate / naive_rate:.0f}× the naive way, {100 * e2e_rate / copy_rate:.0f}% of the bare "
+             f"COPY rate and {100 * e2e_rate / real_rate:.0f}% of COPY into the real table; ingest peak RSS {peak_rss_mb:.0f} MB. Targets: ≥ 150,000 readings/s, ≥ 30× naive, "
              "≥ 40% of COPY, RSS ≤ 300 MB. Frames of 60 readings, 10 sites × 4 devices, one ingest process.")
     print(body)
     write_section("bench_ingest", "Ingest (MQTT → PostgreSQL)", body)

@@ -2,11 +2,12 @@
 
 Owns: one transaction per batch —
   1. ensure the month partitions the batch's readings fall in;
-  2. COPY frames and readings into temporary staging tables (binary COPY, psycopg 3);
+  2. COPY the frames into a temporary staging table (binary COPY, psycopg 3);
   3. move frames whose (device_id, seq) is already stored with *different* bytes to quarantine
      (``replayed_seq``); identical bytes are a redelivery and a no-op;
-  4. ``INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING`` into frames, then insert the readings
-     of exactly the frames that were new — so redelivery never stores a reading twice;
+  4. ``INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING`` into frames, then COPY the readings
+     of exactly the frames that were new straight into ``readings`` — so a redelivery never stores
+     a reading twice, and readings are written once, not staged and copied;
   5. COPY quarantine rows; commit. The caller acknowledges the MQTT messages only after this.
 Must not: decide validity (validate.py does) or talk MQTT.
 """
@@ -44,9 +45,6 @@ class BatchResult:
 _STAGE = """
 CREATE TEMP TABLE IF NOT EXISTS stage_frames (
     device_id text, seq bigint, sent_ms bigint, frame_sha256 bytea, raw_zstd bytea, n_readings integer
-) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS stage_readings (
-    device_id text, seq bigint, idx integer, ts timestamptz, channel text, energy_wh bigint, power_w bigint
 ) ON COMMIT DELETE ROWS;
 """
 
@@ -93,35 +91,31 @@ class StoreWriter:
                     for a, digest in frames:
                         f = a.frame
                         cp.write_row((f.device, f.seq, f.sent_ms, digest, self._zstd.compress(a.payload), len(f.readings)))
-                with cur.copy("COPY stage_readings FROM STDIN (FORMAT BINARY)") as cp:
-                    cp.set_types(["text", "int8", "int4", "timestamptz", "text", "int8", "int8"])
-                    for a, _ in frames:
-                        f = a.frame
-                        for i, r in enumerate(f.readings):
-                            cp.write_row((f.device, f.seq, i, datetime.fromtimestamp(r.ts_ms / 1000, UTC),
-                                          r.channel, r.energy_wh, r.power_w))
                 # Stored already with other bytes → replay: quarantine it and drop it from staging.
                 replays = cur.execute(
                     "DELETE FROM stage_frames s USING frames f WHERE f.device_id = s.device_id AND f.seq = s.seq "
                     "AND f.frame_sha256 <> s.frame_sha256 RETURNING s.device_id, s.seq").fetchall()
-                if replays:
-                    by_key = {(a.frame.device, a.frame.seq): a for a, _ in frames}
-                    for device, seq in replays:
-                        a = by_key[(device, seq)]
-                        quarantine.append((a.topic, a.payload, reasons.REPLAYED_SEQ,
-                                           f"seq {seq} of {device} was already accepted with different content",
-                                           device, seq))
-                row = cur.execute(
-                    "WITH new AS (INSERT INTO frames (device_id, seq, sent_ms, frame_sha256, raw_zstd, n_readings) "
-                    "  SELECT device_id, seq, sent_ms, frame_sha256, raw_zstd, n_readings FROM stage_frames "
-                    "  ON CONFLICT (device_id, seq) DO NOTHING RETURNING device_id, seq), "
-                    "ins AS (INSERT INTO readings (device_id, seq, idx, ts, channel, energy_wh, power_w) "
-                    "  SELECT r.device_id, r.seq, r.idx, r.ts, r.channel, r.energy_wh, r.power_w "
-                    "  FROM stage_readings r JOIN new USING (device_id, seq) RETURNING 1) "
-                    "SELECT (SELECT count(*) FROM new), (SELECT count(*) FROM ins)").fetchone()
-                assert row is not None
-                result.frames_accepted = int(row[0])
-                result.readings_written = int(row[1])
+                by_key = {(a.frame.device, a.frame.seq): a for a, _ in frames}
+                for device, seq in replays:
+                    a = by_key[(device, seq)]
+                    quarantine.append((a.topic, a.payload, reasons.REPLAYED_SEQ,
+                                       f"seq {seq} of {device} was already accepted with different content",
+                                       device, seq))
+                new = cur.execute(
+                    "INSERT INTO frames (device_id, seq, sent_ms, frame_sha256, raw_zstd, n_readings) "
+                    "SELECT device_id, seq, sent_ms, frame_sha256, raw_zstd, n_readings FROM stage_frames "
+                    "ON CONFLICT (device_id, seq) DO NOTHING RETURNING device_id, seq").fetchall()
+                # Readings go straight into the table, for exactly the frames that were new.
+                with cur.copy("COPY readings (device_id, seq, idx, ts, channel, energy_wh, power_w) "
+                              "FROM STDIN (FORMAT BINARY)") as cp:
+                    cp.set_types(["text", "int8", "int4", "timestamptz", "text", "int8", "int8"])
+                    for device, seq in new:
+                        f = by_key[(device, seq)].frame
+                        for i, r in enumerate(f.readings):
+                            cp.write_row((device, seq, i, datetime.fromtimestamp(r.ts_ms / 1000, UTC),
+                                          r.channel, r.energy_wh, r.power_w))
+                            result.readings_written += 1
+                result.frames_accepted = len(new)
                 result.frames_duplicate += len(frames) - len(replays) - result.frames_accepted
             if quarantine:
                 with cur.copy("COPY quarantine (topic, payload, reason, detail, device_id, seq) FROM STDIN (FORMAT BINARY)") as cp:
