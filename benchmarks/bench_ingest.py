@@ -41,6 +41,18 @@ def new_db(pg: Postgres, name: str) -> str:
     return dsn
 
 
+def copy_rows(conn: psycopg.Connection, table: str, rows: list[tuple]) -> float:  # type: ignore[type-arg]
+    """Binary COPY of ``rows`` into ``table`` and commit; readings per second."""
+    t0 = time.perf_counter()
+    with conn.cursor().copy(f"COPY {table} (device_id, seq, idx, ts, channel, energy_wh, power_w) "
+                            "FROM STDIN (FORMAT BINARY)") as cp:
+        cp.set_types(["text", "int8", "int4", "timestamptz", "text", "int8", "int8"])
+        for row in rows:
+            cp.write_row(row)
+    conn.commit()
+    return len(rows) / (time.perf_counter() - t0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -95,33 +107,17 @@ def main() -> None:
                 conn.commit()
             naive_rate = len(sample) / (time.perf_counter() - t0)
 
-        # (c) ceiling: raw binary COPY of the same rows
+        # (c) ceiling: raw binary COPY of the same rows into a bare table, and (c') into the real one
         with psycopg.connect(dsn_naive) as conn:
             conn.execute("CREATE TABLE copy_readings (LIKE readings)")
             conn.commit()
-            t0 = time.perf_counter()
-            with conn.cursor().copy("COPY copy_readings (device_id, seq, idx, ts, channel, energy_wh, power_w) "
-                                    "FROM STDIN (FORMAT BINARY)") as cp:
-                cp.set_types(["text", "int8", "int4", "timestamptz", "text", "int8", "int8"])
-                for row in rows:
-                    cp.write_row(row)
-            conn.commit()
-            copy_rate = len(rows) / (time.perf_counter() - t0)
-
-        # (c') the same COPY into the real readings table (primary key, monthly partitions)
+            copy_rate = copy_rows(conn, "copy_readings", rows)
         dsn_real = new_db(pg, "real")
         with psycopg.connect(dsn_real) as conn:
             for m in sorted({(r[3].year, r[3].month) for r in rows}):
                 conn.execute("SELECT ensure_readings_partition(make_timestamptz(%s, %s, 1, 0, 0, 0, 'UTC'))", m)
             conn.commit()
-            t0 = time.perf_counter()
-            with conn.cursor().copy("COPY readings (device_id, seq, idx, ts, channel, energy_wh, power_w) "
-                                    "FROM STDIN (FORMAT BINARY)") as cp:
-                cp.set_types(["text", "int8", "int4", "timestamptz", "text", "int8", "int8"])
-                for row in rows:
-                    cp.write_row(row)
-            conn.commit()
-            real_rate = len(rows) / (time.perf_counter() - t0)
+            real_rate = copy_rows(conn, "readings", rows)
     finally:
         pg.stop()
         broker.stop()
