@@ -219,3 +219,27 @@ class TestLocalLedgerConformance(LedgerConformance):
     @pytest.fixture
     def backend(self, tmp_path: Path) -> LocalLedger:
         return LocalLedger.open(tmp_path / "conformance")
+
+
+def test_late_readings_for_a_sealed_window_go_into_an_amendment_batch(store_db: str, tmp_path: Path) -> None:
+    run = simulate(sites=1, days=0.25, seed=22, start_ms=START)
+    for d in run.devices:
+        register_device(store_db, d.record)
+    msgs = list(run.messages())
+    late = [m for m in msgs if m.device.endswith("-pv")][2]  # one frame of the first hours arrives late
+    ingest_payloads(store_db, [(m.topic, m.payload) for m in msgs if m is not late])
+    led = LocalLedger.open(tmp_path / "ledger")
+    first = seal_windows(store_db, led)
+    sealed_before = {b.header.batch_id: b.header for b in first}
+    ingest_payloads(store_db, [(late.topic, late.payload)])
+    amendments = seal_windows(store_db, led)
+    assert len(amendments) >= 1
+    for a in amendments:
+        h = a.header
+        assert h.kind == "amendment" and h.amends in sealed_before and h.batch_id == f"{h.amends}:a1"
+        assert {k[0] for k in a.leaf_keys} == {late.device} and {k[1] for k in a.leaf_keys} == {late.seq}
+    assert sum(a.header.leaf_count for a in amendments) == late.n_readings
+    # the original batches are untouched and everything still verifies
+    for b in first:
+        assert led.get(b.header.batch_id)[0] == b.header  # type: ignore[index]
+    assert all(r.status == "intact" for r in verify(store_db, led))
