@@ -82,7 +82,9 @@ def seal_windows(dsn: str, backend: LedgerBackend, window_s: int = 3600, grace_s
             (window_s, site, site)).fetchall()
         todo = [(s, w) for s, w in windows if (now - w).total_seconds() >= window_s + grace_s]
         for i, (site_id, start) in enumerate(todo):
-            made.append(_seal_one(conn, backend, site_id, start, window_s))
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            with conn.transaction():
+                made.append(_seal_one(conn, backend, site_id, start, window_s))
             if progress:
                 progress(i + 1, len(todo))
     return made
@@ -112,17 +114,16 @@ def _seal_one(conn: psycopg.Connection[Any], backend: LedgerBackend, site: str, 
             raise LedgerMismatch(f"batch {batch_id} on the ledger differs from the store's readings") from None
         header, receipt = got
     keys = [k for k, _ in leaves]
-    with conn.transaction():
-        conn.execute(
-            "INSERT INTO batches (batch_id, site_id, kind, amends, window_start, window_end, leaf_count, root, header, "
-            "header_hash, leaf_devices, leaf_seqs, leaf_idxs, leaf_hashes, receipt) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (batch_id, site, header.kind, header.amends, start, end, len(leaves), bytes.fromhex(header.root),
-             header_bytes(header), bytes.fromhex(header_hash(header)), [k[0] for k in keys], [k[1] for k in keys],
-             [k[2] for k in keys], b"".join(hashes), msgspec.json.encode(receipt).decode()))
-        # Mark exactly the sealed readings (not ones that arrived while we were sealing).
-        conn.execute("UPDATE readings r SET batch_id = %s FROM unnest(%s::text[], %s::bigint[], %s::int[]) "
-                     "AS k(device_id, seq, idx) WHERE r.device_id = k.device_id AND r.seq = k.seq AND r.idx = k.idx "
-                     "AND r.ts >= %s AND r.ts < %s",
-                     (batch_id, [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], start, end))
+    conn.execute(
+        "INSERT INTO batches (batch_id, site_id, kind, amends, window_start, window_end, leaf_count, root, header, "
+        "header_hash, leaf_devices, leaf_seqs, leaf_idxs, leaf_hashes, receipt) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %b, %b, %b, %s, %s)",  # %b: binary arrays, no quoting pass
+        (batch_id, site, header.kind, header.amends, start, end, len(leaves), bytes.fromhex(header.root),
+         header_bytes(header), bytes.fromhex(header_hash(header)), [k[0] for k in keys], [k[1] for k in keys],
+         [k[2] for k in keys], b"".join(hashes), msgspec.json.encode(receipt).decode()))
+    # Same REPEATABLE READ snapshot as load_leaves: marks exactly the readings that were sealed,
+    # not ones committed by ingest meanwhile (those stay unsealed for the next amendment).
+    conn.execute("UPDATE readings r SET batch_id = %s FROM devices d WHERE d.device_id = r.device_id "
+                 "AND d.site_id = %s AND r.ts >= %s AND r.ts < %s AND r.batch_id IS NULL",
+                 (batch_id, site, start, end))
     return SealedBatch(header, keys, hashes)
