@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ["benchmarks.bench_publish", "benchmarks.bench_ingest", "benchmarks.bench_ledger"]
+BENCHES = ["benchmarks.bench_publish", "benchmarks.bench_ingest", "benchmarks.bench_ledger", "benchmarks.bench_audit"]
 
 
 def main() -> None:

@@ -1,0 +1,65 @@
+"""Numba kernels over one device's column arrays (pure: arrays in, arrays out, no I/O).
+
+Owns: the hot loops of the audit. Inputs are the store's columns for one device and channel,
+sorted by time: ``ts_ms`` (int64, UTC ms) and ``energy_wh`` (int64 cumulative register).
+Every kernel has a plain-Python reference in ``tests/test_kernels.py`` that must give identical
+results on any array the store can hold (hypothesis).
+
+``bucket_energy``: energy per fixed bucket (15 min, 1 h, ...) from a cumulative register. The
+register increase between two consecutive readings is spread uniformly over the time between them
+and apportioned to the buckets that interval overlaps (so a bucket edge between two readings splits
+their energy by time, as GHG/ISO 50001 interval data expects). Non-increasing steps (a rollback, a
+repeated timestamp) contribute nothing here: they are findings of their own detectors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True)
+def _bucket_energy_sorted(ts_ms: np.ndarray, energy_wh: np.ndarray, bucket_ms: np.int64,
+                          first_bucket: np.int64, out: np.ndarray) -> None:
+    for i in range(1, ts_ms.shape[0]):
+        t0 = ts_ms[i - 1]
+        t1 = ts_ms[i]
+        d = energy_wh[i] - energy_wh[i - 1]
+        if t1 <= t0 or d <= 0:
+            continue
+        span = float(t1 - t0)
+        b0 = t0 // bucket_ms
+        b1 = (t1 - 1) // bucket_ms
+        if b0 == b1:
+            out[b0 - first_bucket] += d
+            continue
+        per_ms = d / span
+        edge = (b0 + 1) * bucket_ms
+        out[b0 - first_bucket] += per_ms * (edge - t0)
+        for b in range(b0 + 1, b1):
+            out[b - first_bucket] += per_ms * bucket_ms
+        out[b1 - first_bucket] += per_ms * (t1 - b1 * bucket_ms)
+
+
+def bucket_energy(ts_ms: np.ndarray, energy_wh: np.ndarray, bucket_ms: int) -> tuple[np.ndarray, np.ndarray]:
+    """(bucket start ms, energy Wh) for every bucket from the first reading's to the last's.
+
+    Unsorted input is sorted (stably) by time first. Empty or single-reading input gives no energy
+    (one bucket of 0.0 for a single reading, none for empty).
+    """
+    if bucket_ms <= 0:
+        raise ValueError("bucket_ms must be positive")
+    ts = np.asarray(ts_ms, dtype=np.int64)
+    e = np.asarray(energy_wh, dtype=np.int64)
+    if ts.shape != e.shape:
+        raise ValueError("ts_ms and energy_wh differ in length")
+    if ts.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.float64)
+    if ts.size > 1 and np.any(ts[1:] < ts[:-1]):
+        order = np.argsort(ts, kind="stable")
+        ts, e = ts[order], e[order]
+    first = ts[0] // bucket_ms
+    last = ts[-1] // bucket_ms
+    out = np.zeros(int(last - first + 1), np.float64)
+    _bucket_energy_sorted(ts, e, np.int64(bucket_ms), np.int64(first), out)
+    return (np.arange(first, last + 1, dtype=np.int64) * bucket_ms), out
