@@ -63,3 +63,43 @@ def bucket_energy(ts_ms: np.ndarray, energy_wh: np.ndarray, bucket_ms: int) -> t
     out = np.zeros(int(last - first + 1), np.float64)
     _bucket_energy_sorted(ts, e, np.int64(bucket_ms), np.int64(first), out)
     return (np.arange(first, last + 1, dtype=np.int64) * bucket_ms), out
+
+
+@njit(cache=True)
+def runs(mask: np.ndarray, min_len: int) -> np.ndarray:
+    """[start, end) index pairs of runs of True at least ``min_len`` long, shape (k, 2)."""
+    out = np.empty((mask.shape[0] // max(min_len, 1) + 1, 2), np.int64)
+    k = 0
+    i = 0
+    n = mask.shape[0]
+    while i < n:
+        if mask[i]:
+            j = i
+            while j < n and mask[j]:
+                j += 1
+            if j - i >= min_len:
+                out[k, 0] = i
+                out[k, 1] = j
+                k += 1
+            i = j
+        else:
+            i += 1
+    return out[:k]
+
+
+@njit(cache=True)
+def rolling_median_mad(x: np.ndarray, half: int) -> tuple[np.ndarray, np.ndarray]:
+    """Centred rolling median and median absolute deviation over 2·half+1 points (edges shrink)."""
+    n = x.shape[0]
+    med = np.empty(n, np.float64)
+    mad = np.empty(n, np.float64)
+    for i in range(n):
+        lo = max(0, i - half)
+        hi = min(n, i + half + 1)
+        w = np.sort(x[lo:hi])
+        m = w.shape[0]
+        md = w[m // 2] if m % 2 else 0.5 * (w[m // 2 - 1] + w[m // 2])
+        dev = np.sort(np.abs(w - md))
+        med[i] = md
+        mad[i] = dev[m // 2] if m % 2 else 0.5 * (dev[m // 2 - 1] + dev[m // 2])
+    return med, mad

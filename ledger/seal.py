@@ -19,6 +19,7 @@ from typing import Any
 
 import msgspec
 import psycopg
+import rfc8785
 
 from ledger import merkle
 from ledger.backend import (
@@ -31,9 +32,19 @@ from ledger.backend import (
 )
 from ledger.canonical import Leaf, leaf_bytes
 
-#: SHA-256 of the RFC 8785 encoding of the empty findings list (``[]``): the digest used until
-#: the audit writes findings for a window.
+#: SHA-256 of the RFC 8785 encoding of the empty findings list (``[]``).
 EMPTY_FINDINGS_DIGEST = hashlib.sha256(b"[]").hexdigest()
+
+
+def findings_digest(conn: psycopg.Connection[Any], site: str, start: datetime, end: datetime) -> str:
+    """SHA-256 of the RFC 8785 list of the audit findings overlapping the window (docs/proofs.md)."""
+    rows = conn.execute(
+        "SELECT coalesce(device_id, ''), kind, severity, (extract(epoch FROM start_ts) * 1000)::bigint, "
+        "(extract(epoch FROM end_ts) * 1000)::bigint, detector, detector_version FROM findings "
+        "WHERE site_id = %s AND start_ts < %s AND end_ts >= %s ORDER BY 1, 2, 4, 5, 6, 7", (site, end, start)).fetchall()
+    items = [{"device": d, "kind": k, "severity": s, "start_ms": a, "end_ms": b, "detector": det,
+              "detector_version": v} for d, k, s, a, b, det, v in rows]
+    return hashlib.sha256(rfc8785.dumps(items)).hexdigest()
 
 LEAF_QUERY = """
 SELECT r.device_id, (extract(epoch FROM r.ts) * 1000)::bigint, r.channel, r.energy_wh, r.power_w, r.seq, r.idx,
@@ -103,7 +114,7 @@ def _seal_one(conn: psycopg.Connection[Any], backend: LedgerBackend, site: str, 
     header = BatchHeader(batch_id=batch_id, site=site, kind="seal" if n_prior == 0 else "amendment",
                          window_start_ms=_ms(start), window_end_ms=_ms(end), leaf_count=len(leaves),
                          root=merkle.root_from_leaf_hashes(hashes).hex(), prev_hash=backend.head(site),
-                         findings_digest=EMPTY_FINDINGS_DIGEST, sealed_ms=int(time.time() * 1000),
+                         findings_digest=findings_digest(conn, site, start, end), sealed_ms=int(time.time() * 1000),
                          amends=base_id if n_prior else None)
     try:
         receipt = backend.anchor(header)

@@ -73,3 +73,36 @@ def test_empty_and_single_readings() -> None:
     assert s.tolist() == [0] and e.tolist() == [0.0]
     with pytest.raises(ValueError):
         bucket_energy(np.array([1]), np.array([1, 2]), 900_000)
+
+
+from audit.kernels import rolling_median_mad, runs  # noqa: E402
+
+
+def reference_runs(mask: list[bool], min_len: int) -> list[tuple[int, int]]:
+    out, start = [], None
+    for i, m in enumerate([*mask, False]):
+        if m and start is None:
+            start = i
+        elif not m and start is not None:
+            if i - start >= min_len:
+                out.append((start, i))
+            start = None
+    return out
+
+
+@given(st.lists(st.booleans(), max_size=200), st.integers(1, 8))
+@settings(max_examples=300)
+def test_runs_equals_the_reference(mask: list[bool], min_len: int) -> None:
+    got = runs(np.array(mask, dtype=np.bool_), min_len)
+    assert [tuple(r) for r in got.tolist()] == reference_runs(mask, min_len)
+
+
+@given(st.lists(st.integers(-10**12, 10**12), max_size=80), st.integers(0, 10))
+@settings(max_examples=300, deadline=None)
+def test_rolling_median_mad_equals_the_reference(values: list[int], half: int) -> None:
+    x = np.array(values, dtype=np.float64)
+    med, mad = rolling_median_mad(x, half)
+    for i in range(len(values)):
+        w = x[max(0, i - half): i + half + 1]
+        assert med[i] == np.median(w)
+        assert mad[i] == np.median(np.abs(w - np.median(w)))

@@ -243,3 +243,29 @@ def test_late_readings_for_a_sealed_window_go_into_an_amendment_batch(store_db: 
     for b in first:
         assert led.get(b.header.batch_id)[0] == b.header  # type: ignore[index]
     assert all(r.status == "intact" for r in verify(store_db, led))
+
+
+def test_the_header_digests_the_windows_audit_findings(store_db: str, tmp_path: Path) -> None:
+    import hashlib
+
+    import rfc8785
+
+    from audit.run import run_audit
+    from firmware_sim.scenarios import parse_scenario
+
+    sc = parse_scenario("name: t\nsites: 1\ndays: 0.25\nstart: '2026-06-01'\nfaults:\n"
+                        "  - {kind: register_rollback, site: 0, device: sub1, start_h: 2.5, delta_wh: 500}\n")
+    run = simulate(scenario=sc)
+    for d in run.devices:
+        register_device(store_db, d.record)
+    ingest_payloads(store_db, [(m.topic, m.payload) for m in run.messages()])
+    assert run_audit(store_db)["register_rollback"] == 1
+    made = {b.header.window_start_ms: b.header for b in seal_windows(store_db, LocalLedger.open(tmp_path / "l"))}
+    empty = hashlib.sha256(b"[]").hexdigest()
+    with_finding = made[START + 2 * 3600_000]
+    assert with_finding.findings_digest != empty
+    assert [h.findings_digest for k, h in sorted(made.items()) if k != START + 2 * 3600_000] == [empty] * 5
+    t = run.truth[0]
+    expected = [{"device": "s01-sub1", "kind": "register_rollback", "severity": "high", "start_ms": t.start_ms - 60_000,
+                 "end_ms": t.start_ms, "detector": "wattproof.audit", "detector_version": "1"}]
+    assert with_finding.findings_digest == hashlib.sha256(rfc8785.dumps(expected)).hexdigest()

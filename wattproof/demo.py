@@ -4,8 +4,8 @@ Owns: the wiring of one demo run — an embedded broker and PostgreSQL (kept und
 and reused across runs; the demo database is recreated each run), the schema, a simulated fleet
 from a scenario, the ingest service, and the cross-check of what was stored against the
 scenario's ground truth. It then seals and anchors on the local ledger, verifies, and shows that
-one altered reading is named by verify. Later steps (audit, proof bundles, Fabric) are called from
-here as their packages land.
+one altered reading is named by verify. The audit runs after ingest and is scored against the truth. The Fabric
+backend is called from here once it lands.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
+from audit.run import run_audit
+from audit.score import score as score_audit
 from firmware_sim.fleet import FleetPublisher, write_sites, write_truth, write_weather
 from firmware_sim.identity import public_key_b64
 from firmware_sim.scenarios import load_scenario
@@ -49,6 +51,7 @@ class DemoResult:
     expected_quarantine: dict[str, int]
 
     tamper_named: bool = False
+    audit_f1_min: float = 0.0
 
     @property
     def matches_truth(self) -> bool:
@@ -123,7 +126,19 @@ def run_demo(scenario_path: Path, ledger: str = "local", broker_kind: str | None
         verdict = "[green]matches" if result.matches_truth else "[red]DOES NOT match"
         con.print(f"{verdict}[/] the ground truth: stored = published − labelled rejects − duplicates "
                   f"({published:,} − {labelled:,} = {published - labelled:,})")
-        con.print("[yellow]…[/] audit (findings, score vs truth): not implemented yet (issue 5)")
+        t_audit = time.perf_counter()
+        new = run_audit(dsn)
+        con.print(f"[green]✓[/] audit: {sum(new.values())} findings in {time.perf_counter() - t_audit:.1f} s")
+        table = Table("fault kind (truth)", "truth", "found", "precision", "recall", "F1")
+        scores = score_audit(dsn, run_dir / "truth.jsonl")
+        for sc_ in scores:
+            table.add_row(sc_.kind, str(sc_.truths), str(sc_.findings), f"{sc_.precision:.2f}", f"{sc_.recall:.2f}",
+                          f"{sc_.f1:.2f}")
+        con.print(table)
+        others = {k: v for k, v in new.items() if k not in {x.kind for x in scores}}
+        if others:
+            con.print(f"   other findings (not in the truth): {others}")
+        result.audit_f1_min = min((x.f1 for x in scores), default=1.0)
         if ledger == "fabric":
             con.print("[yellow]…[/] the Fabric backend is not implemented yet (issue 7): using the local ledger")
         backend = LocalLedger.open(run_dir / f"ledger-{int(time.time())}")
