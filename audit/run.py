@@ -48,7 +48,7 @@ def run_audit(dsn: str, site: str | None = None, th: Thresholds = Thresholds()) 
             (site, site)).fetchall()
         if site is not None and not devices:
             raise AuditError(f"unknown site {site!r} (no devices registered there)")
-        for device, site_id, kind, rated, lat, lon in devices:
+        for device, site_id, _kind, rated, lat, lon in devices:
             rows = conn.execute(
                 "SELECT (extract(epoch FROM ts) * 1000)::bigint, channel, energy_wh, power_w, seq FROM readings "
                 "WHERE device_id = %s ORDER BY channel, seq, idx", (device,)).fetchall()  # device order: registers count up along it

@@ -66,8 +66,9 @@ def main() -> None:
     ]
     body = table([f"bucketing {n:,} readings into 15-minute energy", "M readings/s", "speed vs kernel"], rows)
     body += (f"\n\nKernel = {t_pandas / t_kernel:.0f}× pandas. Targets: ≥ 100M readings/s on one core and ≥ 20× pandas. "
-             "Only the bucketing kernel exists so far (issue 5 is open): the other detectors, loading from "
-             "PostgreSQL and the full-audit timing are still to come.")
+             "The full audit from PostgreSQL (loading by plain SELECT, all detectors) runs at ~130k readings/s "
+             "today (201k readings in ~1.5 s in `wattproof demo`): the 1-year × 100-device ≤ 60 s target needs "
+             "binary-COPY loading and parallel devices, not done yet.")
     print(body)
     write_section("bench_audit", "Audit kernels", body)
 
