@@ -11,24 +11,14 @@ apportioning): they do less work than the kernel, which makes the comparison con
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import pandas as pd
 
 from audit.kernels import bucket_energy
-from benchmarks._common import table, write_section
+from benchmarks._common import table, timed, write_section
 
 BUCKET_MS = 900_000
-
-
-def best_of(fn, repeat: int = 3) -> float:  # type: ignore[no-untyped-def]
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def main() -> None:
@@ -42,21 +32,21 @@ def main() -> None:
     e = np.cumsum(rng.integers(0, 40, n)).astype(np.int64)
 
     bucket_energy(ts[:1000], e[:1000], BUCKET_MS)  # compile / load the cached kernel
-    t_kernel = best_of(lambda: bucket_energy(ts, e, BUCKET_MS))
+    t_kernel = timed(lambda: bucket_energy(ts, e, BUCKET_MS))
 
     def numpy_way() -> np.ndarray:
         d = np.diff(e)
         b = ts[:-1] // BUCKET_MS
         return np.bincount(b - b[0], weights=d)
 
-    t_numpy = best_of(numpy_way)
+    t_numpy = timed(numpy_way)
 
     def pandas_way() -> pd.Series:
         s = pd.Series(e, index=pd.to_datetime(ts, unit="ms"))
         return s.diff().resample("15min").sum()
 
-    t_pandas = best_of(pandas_way, repeat=1 if not args.quick else 2)
-    t_ceiling = best_of(lambda: (ts.sum(), e.sum()))
+    t_pandas = timed(pandas_way, repeat=1 if not args.quick else 2)
+    t_ceiling = timed(lambda: (ts.sum(), e.sum()))
 
     rows = [
         ["Numba kernel (apportioned across edges), one core", f"{n / t_kernel / 1e6:,.1f}", "1.0×"],
