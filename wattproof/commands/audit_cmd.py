@@ -13,11 +13,18 @@ app = typer.Typer(no_args_is_help=True)
 def run(
     db: str = typer.Option(..., "--db", envvar="WATTPROOF_DB", help="PostgreSQL DSN."),
     site: str | None = typer.Option(None, "--site", help="Only this site."),
+    every: int | None = typer.Option(None, "--every", min=1, help="Run again every N seconds (service mode)."),
 ) -> None:
+    import time
+
     from audit.run import run_audit
 
-    new = run_audit(db, site=site)
-    typer.echo(f"{sum(new.values())} new findings" + (f": {dict(sorted(new.items()))}" if new else ""))
+    while True:
+        new = run_audit(db, site=site)
+        typer.echo(f"{sum(new.values())} new findings" + (f": {dict(sorted(new.items()))}" if new else ""))
+        if every is None:
+            return
+        time.sleep(every)
 
 
 @app.command("score", help="Precision, recall and F1 per fault kind against a truth.jsonl.")

@@ -30,13 +30,20 @@ def register(app: typer.Typer) -> None:
         window_s: int = typer.Option(3600, "--window", min=60, help="Window length in seconds."),
         grace_s: int = typer.Option(900, "--grace", min=0, help="A window is complete this long after its end."),
         site: str | None = typer.Option(None, "--site"),
+        every: int | None = typer.Option(None, "--every", min=1, help="Seal again every N seconds (service mode)."),
     ) -> None:
+        import time
+
         from ledger.seal import seal_windows
 
         backend = open_backend(ledger, ledger_dir)
-        made = seal_windows(db, backend, window_s=window_s, grace_s=grace_s, site=site)
-        readings = sum(b.header.leaf_count for b in made)
-        typer.echo(f"sealed and anchored {len(made)} batches ({readings} readings) on the {backend.name} ledger")
+        while True:
+            made = seal_windows(db, backend, window_s=window_s, grace_s=grace_s, site=site)
+            readings = sum(b.header.leaf_count for b in made)
+            typer.echo(f"sealed and anchored {len(made)} batches ({readings} readings) on the {backend.name} ledger")
+            if every is None:
+                return
+            time.sleep(every)
 
     @app.command("verify", help="Replay every sealed batch from the store against the ledger; name tampered readings.")
     def verify(

@@ -1,0 +1,54 @@
+"""`wattproof audit run | anchor | verify | proof export | verify-proof` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+
+from firmware_sim.sim import simulate
+from ingest.pipeline import ingest_payloads
+from ingest.registry import register_device
+
+START = 1_780_272_000_000  # 2026-06-01T00:00Z
+
+
+def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "WATTPROOF_HOME": str(home)}
+    return subprocess.run([sys.executable, "-m", "wattproof", *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_audit_anchor_verify_and_proofs_from_the_command_line(store_db: str, tmp_path: Path) -> None:
+    run = simulate(sites=1, days=0.125, seed=31, start_ms=START)
+    for d in run.devices:
+        register_device(store_db, d.record)
+    ingest_payloads(store_db, [(m.topic, m.payload) for m in run.messages()])
+    home = tmp_path / "home"
+
+    res = cli(home, "audit", "run", "--db", store_db)
+    assert res.returncode == 0 and "new findings" in res.stdout, res.stderr
+    res = cli(home, "anchor", "--db", store_db)
+    assert res.returncode == 0 and "sealed and anchored 3 batches" in res.stdout, res.stderr
+    res = cli(home, "verify", "--db", store_db, "--json")
+    assert res.returncode == 0 and json.loads(res.stdout)["intact"] == 3, res.stderr
+
+    bundle = tmp_path / "bundle.json"
+    res = cli(home, "proof", "export", "--db", store_db, "--device", "s01-pv", "--from", "2026-06-01T00:00:00",
+              "--to", "2026-06-01T02:00:00", "--out", str(bundle))
+    assert res.returncode == 0, res.stderr
+    res = cli(home, "verify-proof", str(bundle))
+    assert res.returncode == 0 and res.stdout.startswith("OK: 120 readings of s01-pv"), res.stderr
+
+    with psycopg.connect(store_db) as conn:
+        conn.execute("DELETE FROM readings WHERE device_id = 's01-sub2' AND seq = 2 AND idx = 4")
+    res = cli(home, "verify", "--db", store_db, "--json")
+    assert res.returncode == 1
+    problems = json.loads(res.stdout)["problems"]
+    assert [p["deleted"] for p in problems] == [[["s01-sub2", 2, 4]]]
+
+    res = cli(home, "verify-proof", str(tmp_path / "missing.json"))
+    assert res.returncode == 1 and "Traceback" not in res.stderr
