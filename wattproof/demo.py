@@ -3,9 +3,10 @@
 Owns: the wiring of one demo run — an embedded broker and PostgreSQL (kept under the data dir
 and reused across runs; the demo database is recreated each run), the schema, a simulated fleet
 from a scenario, the ingest service, and the cross-check of what was stored against the
-scenario's ground truth. It then seals and anchors on the local ledger, verifies, and shows that
-one altered reading is named by verify. The audit runs after ingest and is scored against the truth. The Fabric
-backend is called from here once it lands.
+scenario's ground truth. The audit runs after ingest and is scored against the truth. It then seals
+and anchors on the local ledger — or, with ``--ledger fabric``, on a local two-organisation Fabric
+network it starts itself (``ledger.fabric.network``) — verifies, and shows that one altered reading
+is named by verify.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +34,7 @@ from ingest.pipeline import counts
 from ingest.registry import register_device
 from ingest.schema import upgrade
 from ingest.service import IngestConfig, IngestService
+from ledger.backend import LedgerBackend
 from ledger.local import LocalLedger
 from ledger.proofs import export_bundle, verify_bundle
 from ledger.seal import seal_windows
@@ -76,6 +79,7 @@ def run_demo(scenario_path: Path, ledger: str = "local", broker_kind: str | None
 
     broker = Broker(home / "broker").start(prefer=broker_kind)
     pg = Postgres(home / "pg").start()
+    stack = ExitStack()
     try:
         con.print(f"[green]✓[/] broker: {broker.kind} on {broker.url}"
                   + (" (MQTT 3.1.1: Mosquitto not installed)" if broker.kind == "amqtt" else ""))
@@ -139,9 +143,7 @@ def run_demo(scenario_path: Path, ledger: str = "local", broker_kind: str | None
         if others:
             con.print(f"   other findings (not in the truth): {others}")
         result.audit_f1_min = min((x.f1 for x in scores), default=1.0)
-        if ledger == "fabric":
-            con.print("[yellow]…[/] the Fabric backend is not implemented yet (issue 7): using the local ledger")
-        backend = LocalLedger.open(run_dir / f"ledger-{int(time.time())}")
+        backend, where = _open_ledger(ledger, run_dir, con, stack)
         t1 = time.perf_counter()
         with Progress(TextColumn("[bold]seal + anchor"), BarColumn(), MofNCompleteColumn(), TextColumn("windows"),
                       console=con) as bar:
@@ -149,7 +151,7 @@ def run_demo(scenario_path: Path, ledger: str = "local", broker_kind: str | None
             made = seal_windows(dsn, backend, progress=lambda i, n: bar.update(task, completed=i, total=n))
         sealed_n = sum(b.header.leaf_count for b in made)
         con.print(f"[green]✓[/] sealed {sealed_n:,} readings into {len(made)} hourly batches (RFC 6962 roots, "
-                  f"hash-chained per site) anchored on the local ledger {backend.path} "
+                  f"hash-chained per site) anchored on {where} "
                   f"in {time.perf_counter() - t1:.1f} s")
         reports = verify_store(dsn, backend)
         intact = sum(r.status == "intact" for r in reports)
@@ -169,7 +171,7 @@ def run_demo(scenario_path: Path, ledger: str = "local", broker_kind: str | None
             device = b.leaf_keys[0][0]
             t1 = datetime.fromtimestamp(b.header.window_start_ms / 1000, UTC)
             t2 = datetime.fromtimestamp(b.header.window_end_ms / 1000, UTC)
-            bundle = export_bundle(dsn, backend, device, t1, t2, operator_public_key=public_key_b64(backend.pub))
+            bundle = export_bundle(dsn, backend, device, t1, t2, operator_public_key=public_key_b64(backend.pub) if isinstance(backend, LocalLedger) else None)
             path = run_dir / "proof-bundle.json"
             path.write_text(json.dumps(bundle, indent=1))
             problems = verify_bundle(json.loads(path.read_text()))
@@ -179,5 +181,31 @@ def run_demo(scenario_path: Path, ledger: str = "local", broker_kind: str | None
             result.tamper_named = result.tamper_named and not problems
         return result
     finally:
+        stack.close()
         pg.stop()
         broker.stop()
+
+
+def _open_ledger(kind: str, run_dir: Path, con: Console, stack: ExitStack) -> tuple[LedgerBackend, str]:
+    if kind == "local":
+        local = LocalLedger.open(run_dir / f"ledger-{int(time.time())}")
+        return local, f"the local ledger {local.path}"
+    if kind != "fabric":
+        raise ValueError(f"unknown ledger {kind!r} (local | fabric)")
+    from ledger.fabric.backend import FabricLedger, wait_ready
+    from ledger.fabric.network import FabricNetwork, Ports
+
+    net_dir = run_dir / "fabric"
+    if net_dir.exists():
+        FabricNetwork(net_dir).down(purge=True)  # a fresh channel per demo run
+    t0 = time.perf_counter()
+    net = FabricNetwork(net_dir, Ports.free())
+    stack.callback(net.down)
+    profile = net.up()
+    fabric = FabricLedger.from_profile(profile.to_json())
+    stack.callback(fabric.close)
+    wait_ready(fabric)
+    con.print(f"[green]✓[/] Fabric {net.status()['package_id'].split(':')[0]}: orderer (etcdraft) + peers of "
+              f"Org1MSP and Org2MSP, channel {profile.channel}, chaincode as a service, endorsement "
+              f"AND(Org1, Org2); started in {time.perf_counter() - t0:.1f} s ({net_dir})")
+    return fabric, f"Fabric channel {profile.channel} (Gateway {profile.peers['org1']})"

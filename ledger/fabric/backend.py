@@ -104,7 +104,7 @@ class FabricLedger:
                     if unknown:  # a previous attempt may have committed: look before resubmitting
                         got = self._get_record(header.batch_id)
                         if got is not None and got.header_hash == want:
-                            return self._receipt(got, block=None)
+                            return self._receipt(got, block=self._block_of(got.tx_id))
                     try:
                         return self._anchor_once(raw, want)
                     except _Retry as r:
@@ -146,6 +146,12 @@ class FabricLedger:
     def _receipt(self, rec: _Record, block: int | None) -> Receipt:
         return Receipt(backend="fabric", batch_id=rec.batch_id, header_hash=rec.header_hash,
                        anchored_ms=rec.tx_time_ms, tx_id=rec.tx_id, block=block, channel=self.gw.channel)
+
+    def _block_of(self, tx_id: str) -> int | None:
+        try:
+            return self.gw.block_of(tx_id)
+        except GatewayError:
+            return None
 
     def _evaluate(self, fn: str, *args: str) -> bytes:
         try:

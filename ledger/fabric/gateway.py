@@ -235,6 +235,12 @@ class Gateway:
         info = ledger_pb2.BlockchainInfo.FromString(self.evaluate("qscc", "GetChainInfo", [self.channel.encode()]))
         return int(info.height)
 
+    def block_of(self, tx_id: str) -> int:
+        """Number of the block holding transaction ``tx_id`` (qscc GetBlockByTxID)."""
+        block = common_pb2.Block.FromString(self.evaluate("qscc", "GetBlockByTxID", [self.channel.encode(),
+                                                                                     tx_id.encode()]))
+        return int(block.header.number)
+
     # ---- events and blocks ---------------------------------------------------------------------
     def chaincode_events(self, chaincode: str, start_block: int | None = None,
                          timeout: float | None = None) -> Iterator[ChaincodeEvent]:

@@ -7,12 +7,16 @@ from pathlib import Path
 
 import typer
 
-from wattproof.commands._stub import not_implemented
-
 
 def open_backend(ledger: str, ledger_dir: Path | None):  # type: ignore[no-untyped-def]
     if ledger == "fabric":
-        not_implemented("--ledger fabric", "the Fabric backend comes with its own issue")  # exits
+        from ledger.fabric.backend import FabricLedger
+        from wattproof.commands.fabric_cmd import network_dir
+
+        profile = network_dir(ledger_dir) / "profile.json"
+        if not profile.exists():
+            raise typer.BadParameter(f"no Fabric network profile at {profile}: run `wattproof fabric up` first")
+        return FabricLedger.from_profile(profile)
     if ledger != "local":
         raise typer.BadParameter("--ledger must be 'local' or 'fabric'")
     from ledger.local import LocalLedger
