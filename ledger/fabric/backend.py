@@ -110,6 +110,19 @@ class FabricLedger:
                     except _Retry as r:
                         unknown = unknown or r.outcome_unknown
                         raise
+                    except AlreadyAnchored:
+                        if unknown:  # perhaps by our own earlier attempt: settle by reading it back
+                            raise _Retry(LedgerUnavailable("outcome of an earlier attempt still unknown"),
+                                         outcome_unknown=True) from None
+                        raise
+                    except ChainBroken as exc:
+                        # Endorsement runs on both orgs' peers. One that has not yet committed the
+                        # block with this site's previous header still sees the older head and refuses.
+                        # Our own org's peer (which the Gateway confirmed the previous commit on) tells
+                        # a lagging peer from a genuinely stale prev_hash.
+                        if self.head(header.site) == header.prev_hash:
+                            raise _Retry(exc, outcome_unknown=unknown) from None
+                        raise
         except RetryError as exc:
             cause = exc.last_attempt.exception()
             inner = cause.cause if isinstance(cause, _Retry) else cause
