@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ["benchmarks.bench_publish", "benchmarks.bench_ingest", "benchmarks.bench_ledger", "benchmarks.bench_audit"]
+BENCHES = ["benchmarks.bench_publish", "benchmarks.bench_ingest", "benchmarks.bench_ledger", "benchmarks.bench_audit",
+           "benchmarks.bench_fabric"]
 
 
 def main() -> None:

@@ -248,3 +248,17 @@ def test_fabric_cli_up_status_down(tmp_path: Path) -> None:
     assert r.exit_code == 0
     r = runner.invoke(app, ["fabric", "status", "--dir", str(d)])
     assert r.exit_code == 1 and "stopped" in r.output
+
+
+def test_a_fast_sequential_chain_survives_a_lagging_endorser(fabric_ledger: FabricLedger) -> None:
+    """Each anchoring is endorsed by both orgs' peers; the other org's peer may not have committed the
+    previous block yet and then refuses with CHAIN_BROKEN. The backend must tell that apart from a
+    stale prev_hash (regression: found by bench_fabric)."""
+    s = site()
+    prev = GENESIS_HASH
+    for n in range(25):
+        h = make_header(s, n, prev)
+        fabric_ledger.anchor(h)
+        prev = header_hash(h)
+    assert fabric_ledger.head(s) == prev
+    assert len(fabric_ledger.list_site(s)) == 25

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,7 +14,8 @@ def open_backend(ledger: str, ledger_dir: Path | None):  # type: ignore[no-untyp
         from ledger.fabric.backend import FabricLedger
         from wattproof.commands.fabric_cmd import network_dir
 
-        profile = network_dir(ledger_dir) / "profile.json"
+        env_profile = os.environ.get("WATTPROOF_FABRIC_PROFILE")
+        profile = Path(env_profile) if env_profile and ledger_dir is None else network_dir(ledger_dir) / "profile.json"
         if not profile.exists():
             raise typer.BadParameter(f"no Fabric network profile at {profile}: run `wattproof fabric up` first")
         return FabricLedger.from_profile(profile)
@@ -30,7 +32,7 @@ def register(app: typer.Typer) -> None:
     def anchor(
         db: str = typer.Option(..., "--db", envvar="WATTPROOF_DB", help="PostgreSQL DSN."),
         ledger: str = typer.Option("local", "--ledger", help="local | fabric"),
-        ledger_dir: Path | None = typer.Option(None, "--ledger-dir", help="Local ledger directory (default: data dir)."),
+        ledger_dir: Path | None = typer.Option(None, "--ledger-dir", help="Local ledger dir, or the Fabric network dir holding profile.json (default: data dir; Fabric: also $WATTPROOF_FABRIC_PROFILE)."),
         window_s: int = typer.Option(3600, "--window", min=60, help="Window length in seconds."),
         grace_s: int = typer.Option(900, "--grace", min=0, help="A window is complete this long after its end."),
         site: str | None = typer.Option(None, "--site"),
