@@ -126,8 +126,10 @@ class FabricLedger:
         except RetryError as exc:
             cause = exc.last_attempt.exception()
             inner = cause.cause if isinstance(cause, _Retry) else cause
+            hint = (" — the endorsement policy needs a peer of each organisation it names: is every one running?"
+                    if "endorsement policy" in str(inner) else "")
             raise LedgerUnavailable(f"anchoring {header.batch_id} on Fabric failed for {self.retry_for:.0f} s: "
-                                    f"{inner}") from None
+                                    f"{inner}{hint}") from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _anchor_once(self, raw: bytes, want: str) -> Receipt:
