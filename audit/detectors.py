@@ -32,6 +32,13 @@ class Thresholds:
     pv_clear_sky_margin_w: float = 50.0  # ...plus a small absolute margin
     pv_clear_sky_min_readings: int = 5
     clock_drift_s: float = 60.0  # send time vs receive time
+    # site energy balance, per hour: |main net − (Σ sub − Σ PV)| > abs + rel × gross flow
+    balance_abs_wh: float = 20.0
+    balance_rel: float = 0.02  # five class-1 meters (±1 % each) cannot honestly disagree by more
+    min_coverage: float = 0.8  # an hour (window) counts only if readings cover ≥ 80 % of it on every register used
+    # register vs ∫power dt, per hour: |register − ∫p dt| > max(abs, rel × the larger) + sampling band
+    register_power_abs_wh: float = 25.0
+    register_power_rel: float = 0.05
 
 
 @dataclass

@@ -103,3 +103,54 @@ def rolling_median_mad(x: np.ndarray, half: int) -> tuple[np.ndarray, np.ndarray
         med[i] = md
         mad[i] = dev[m // 2] if m % 2 else 0.5 * (dev[m // 2 - 1] + dev[m // 2])
     return med, mad
+
+
+@njit(cache=True)
+def _register_vs_power(ts_ms: np.ndarray, energy_wh: np.ndarray, power_w: np.ndarray, window_ms: np.int64,
+                       first_window: np.int64, max_step_ms: np.int64, register_out: np.ndarray,
+                       power_out: np.ndarray, band_out: np.ndarray, covered_out: np.ndarray) -> None:
+    for i in range(1, ts_ms.shape[0]):
+        t0 = ts_ms[i - 1]
+        t1 = ts_ms[i]
+        if t1 <= t0 or t1 - t0 > max_step_ms:
+            continue
+        d = energy_wh[i] - energy_wh[i - 1]
+        p0 = power_w[i - 1]
+        p1 = power_w[i]
+        if d < 0 or p0 != p0 or p1 != p1:  # rollback (its own finding) or unknown power (NaN)
+            continue
+        w = t0 // window_ms - first_window
+        register_out[w] += d
+        power_out[w] += 0.5 * (p0 + p1) * (t1 - t0) / 3_600_000.0
+        band_out[w] += 0.5 * abs(p1 - p0) * (t1 - t0) / 3_600_000.0
+        covered_out[w] += t1 - t0
+
+
+def register_vs_power(ts_ms: np.ndarray, energy_wh: np.ndarray, power_w: np.ndarray, window_ms: int,
+                      max_step_ms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per window: (start ms, register energy Wh, ∫power dt Wh, sampling band Wh, time covered ms).
+
+    Input in the device's own order (``seq``, ``idx``), not re-sorted: a register counts up along
+    it. Each step between consecutive readings is used when it moves forward in time by at most
+    ``max_step_ms`` (longer steps are gaps: no power is known there), its register does not fall
+    (a rollback is ``register_rollback``'s) and both powers are known (not NaN). A step counts
+    whole in the window holding its start: register increase on one side, trapezoid ½(p₀+p₁)·Δt
+    on the other. The band, ½·|p₁ − p₀|·Δt summed, is how far the left or right Riemann sum lies
+    from the trapezoid: instantaneous samples cannot place the true integral more precisely.
+    Windows run from the earliest reading's to the latest's.
+    """
+    if window_ms <= 0:
+        raise ValueError("window_ms must be positive")
+    ts = np.asarray(ts_ms, dtype=np.int64)
+    e = np.asarray(energy_wh, dtype=np.int64)
+    p = np.asarray(power_w, dtype=np.float64)
+    if not ts.shape == e.shape == p.shape:
+        raise ValueError("ts_ms, energy_wh and power_w differ in length")
+    if ts.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0, np.int64)
+    first = ts.min() // window_ms
+    last = ts.max() // window_ms
+    k = int(last - first + 1)
+    reg, pw, band, cov = np.zeros(k), np.zeros(k), np.zeros(k), np.zeros(k, np.int64)
+    _register_vs_power(ts, e, p, np.int64(window_ms), np.int64(first), np.int64(max_step_ms), reg, pw, band, cov)
+    return np.arange(first, last + 1, dtype=np.int64) * window_ms, reg, pw, band, cov

@@ -48,3 +48,35 @@ def score(dsn: str, truth_path: Path, slack_ms: int = 120_000) -> list[KindScore
         tp_t = sum(1 for t in ts if any(hit(f, t) for f in fs))
         out.append(KindScore(kind, len(ts), len(fs), tp_f / len(fs) if fs else 0.0, tp_t / len(ts) if ts else 0.0))
     return out
+
+
+@dataclass(frozen=True)
+class OtherFindings:
+    """Findings of a kind the truth does not list (e.g. ``missing_frames``, ``energy_imbalance``)."""
+
+    kind: str
+    findings: int
+    near_injected_fault: int  # how many overlap an injected fault on the same site (± slack)
+
+
+def other_findings(dsn: str, truth_path: Path, slack_ms: int = 3_600_000) -> list[OtherFindings]:
+    """Count findings of kinds absent from the truth, and how many an injected fault explains.
+
+    A fault on one meter legitimately breaks cross-checks between meters (the site balance, register
+    vs. power), so these are matched by site, not device, with an hour of slack either side (an
+    hourly check's window starts up to an hour before the fault).
+    """
+    truth = read_truth(truth_path)
+    kinds = {t.expect.split(":", 1)[1] for t in truth if t.expect.startswith("finding:")}
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT kind, site_id, (extract(epoch FROM start_ts) * 1000)::bigint, "
+            "(extract(epoch FROM end_ts) * 1000)::bigint FROM findings WHERE NOT kind = ANY(%s)",
+            (sorted(kinds),)).fetchall()
+    out = []
+    for kind in sorted({r[0] for r in rows}):
+        fs = [r for r in rows if r[0] == kind]
+        near = sum(1 for f in fs if any(t.site == f[1] and f[2] <= t.end_ms + slack_ms and f[3] >= t.start_ms - slack_ms
+                                        for t in truth))
+        out.append(OtherFindings(kind, len(fs), near))
+    return out

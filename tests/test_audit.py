@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from audit.run import AuditError, run_audit
-from audit.score import score
+from audit.score import other_findings, score
 from firmware_sim.fleet import write_truth
 from firmware_sim.scenarios import load_scenario
 from firmware_sim.sim import simulate
@@ -40,6 +40,11 @@ def test_greenwash_every_injected_kind_is_found_with_f1_at_least_0_95(store_db: 
     with psycopg.connect(store_db) as conn:
         evidence = conn.execute("SELECT evidence FROM findings WHERE kind = 'pv_above_clear_sky'").fetchall()
     assert all(e[0]["max_power_w"] > e[0]["max_clear_sky_w"] for e in evidence)
+    # Cross-checks between meters (balance, register vs power) fire only where an injected fault broke them.
+    others = {o.kind: o for o in other_findings(store_db, truth)}
+    assert {"missing_frames", "energy_imbalance"} <= set(others) <= {"missing_frames", "energy_imbalance", "register_power_mismatch"}
+    for o in others.values():
+        assert o.near_injected_fault == o.findings, o
 
 
 def test_clean_fleet_has_at_most_one_finding_per_device_month(store_db: str, tmp_path: Path) -> None:
@@ -49,6 +54,7 @@ def test_clean_fleet_has_at_most_one_finding_per_device_month(store_db: str, tmp
         n_findings, = conn.execute("SELECT count(*) FROM findings").fetchone()  # type: ignore[misc]
         n_devices, = conn.execute("SELECT count(*) FROM devices").fetchone()  # type: ignore[misc]
     assert n_findings <= n_devices  # the clean scenario is one week: ≤ 1 per device-month is ≤ 1 per device
+    assert run_audit(store_db, stl=True) == {}  # opt-in STL: a week is under two weekly periods, so no verdict
 
 
 def test_unknown_site_is_an_error_and_a_silent_device_is_a_no_data_finding(store_db: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -106,3 +108,71 @@ def test_rolling_median_mad_equals_the_reference(values: list[int], half: int) -
         w = x[max(0, i - half): i + half + 1]
         assert med[i] == np.median(w)
         assert mad[i] == np.median(np.abs(w - np.median(w)))
+
+
+from audit.kernels import register_vs_power  # noqa: E402
+
+
+def reference_register_vs_power(ts: list[int], e: list[int], p: list[float], window_ms: int,
+                                max_step_ms: int) -> tuple[list[int], list[float], list[float], list[float], list[int]]:
+    """The definition, literally: each usable step counts whole in the window holding its start."""
+    if not ts:
+        return [], [], [], [], []
+    first, last = min(ts) // window_ms, max(ts) // window_ms
+    k = last - first + 1
+    reg, pw, band, cov = [0.0] * k, [0.0] * k, [0.0] * k, [0] * k
+    for i in range(1, len(ts)):
+        t0, t1 = ts[i - 1], ts[i]
+        d = e[i] - e[i - 1]
+        p0, p1 = p[i - 1], p[i]
+        if t1 <= t0 or t1 - t0 > max_step_ms or d < 0 or math.isnan(p0) or math.isnan(p1):
+            continue
+        w = t0 // window_ms - first
+        reg[w] += d
+        pw[w] += 0.5 * (p0 + p1) * (t1 - t0) / 3_600_000.0
+        band[w] += 0.5 * abs(p1 - p0) * (t1 - t0) / 3_600_000.0
+        cov[w] += t1 - t0
+    return [b * window_ms for b in range(first, last + 1)], reg, pw, band, cov
+
+
+power_values = st.one_of(st.integers(-2**53, 2**53).map(float), st.just(float("nan")))
+
+
+@given(st.lists(st.tuples(ts_values, reg_values, power_values), max_size=60),
+       st.sampled_from([1, 60_000, 3_600_000]), st.sampled_from([1, 300_000, 2**41]))
+@settings(max_examples=400, deadline=None)
+def test_register_vs_power_equals_the_reference(rows: list[tuple[int, int, float]], window_ms: int, max_step_ms: int) -> None:
+    ts, e, p = [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
+    if rows and (max(ts) - min(ts)) // window_ms > 200_000:
+        return  # keep the reference's window list small
+    got = register_vs_power(np.array(ts, np.int64), np.array(e, np.int64), np.array(p, np.float64), window_ms, max_step_ms)
+    ref = reference_register_vs_power(ts, e, p, window_ms, max_step_ms)
+    for g, r in zip(got, ref, strict=True):
+        np.testing.assert_array_equal(g, np.array(r, dtype=g.dtype))  # NaN equals NaN here, nothing else is loose
+
+
+def test_register_vs_power_empty_single_nan_unsorted_and_huge() -> None:
+    out = register_vs_power(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), 3_600_000, 300_000)
+    assert all(a.size == 0 for a in out)
+    starts, reg, pw, band, cov = register_vs_power(np.array([5]), np.array([7]), np.array([100.0]), 3_600_000, 300_000)
+    assert starts.tolist() == [0] and reg.tolist() == [0.0] and cov.tolist() == [0]
+    # NaN power: the steps touching it are skipped on both sides (register and power)
+    ts = np.array([0, 60_000, 120_000, 180_000], np.int64)
+    _, reg, pw, _, cov = register_vs_power(ts, np.array([0, 10, 20, 30]), np.array([600.0, 600.0, np.nan, 600.0]), 3_600_000, 300_000)
+    assert reg.tolist() == [10.0] and pw.tolist() == [10.0] and cov.tolist() == [60_000]
+    # device order, not time order: a step back in time is skipped, not re-sorted
+    _, reg, _, _, cov = register_vs_power(np.array([0, 120_000, 60_000, 180_000]), np.array([0, 20, 30, 40]),
+                                          np.full(4, 600.0), 3_600_000, 300_000)
+    assert reg.tolist() == [20.0 + 10.0] and cov.tolist() == [240_000]
+    # huge registers and powers stay exact where float64 can be
+    big = 2**52
+    _, reg, pw, _, _ = register_vs_power(np.array([0, 3_600_000]), np.array([big, big + 3]), np.array([3.0, 3.0]), 2**41, 2**41)
+    assert reg.tolist() == [3.0] and pw.tolist() == [3.0]
+
+
+def test_a_steady_load_integrates_to_its_register() -> None:
+    ts = np.arange(0, 2 * 3_600_000 + 1, 60_000, dtype=np.int64)
+    e = (ts // 3_600_000 * 1000 + (ts % 3_600_000) * 1000 // 3_600_000).astype(np.int64)  # 1 kW
+    _, reg, pw, band, cov = register_vs_power(ts, e, np.full(ts.size, 1000.0), 3_600_000, 300_000)
+    assert reg[:2].tolist() == [1000.0, 1000.0] and np.allclose(pw[:2], 1000.0) and band[:2].tolist() == [0.0, 0.0]
+    assert cov[:2].tolist() == [3_600_000, 3_600_000]
