@@ -46,7 +46,20 @@ class BatchReport:
 
 
 def verify(dsn: str, backend: LedgerBackend, site: str | None = None, start: datetime | None = None,
-           end: datetime | None = None) -> list[BatchReport]:
+           end: datetime | None = None, workers: int | None = None) -> list[BatchReport]:
+    """Replay every sealed batch in range (bulk: a few binary COPYs, checks on columns; see ledger/replay.py).
+
+    ``workers``: processes re-checking frame signatures (default: 2, or none for a small store).
+    """
+    from ledger.replay import verify_bulk
+
+    return verify_bulk(dsn, backend, site, start, end, workers)
+
+
+def verify_rows(dsn: str, backend: LedgerBackend, site: str | None = None, start: datetime | None = None,
+                end: datetime | None = None) -> list[BatchReport]:
+    """The row-by-row replay (one query per batch, one ``Leaf`` per reading): the reference ``verify``
+    is tested against, and what it falls back to for batch records it cannot read in bulk."""
     reports = []
     unz = zstandard.ZstdDecompressor()
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -58,28 +71,51 @@ def verify(dsn: str, backend: LedgerBackend, site: str | None = None, start: dat
             "AND (%s::timestamptz IS NULL OR window_end > %s) AND (%s::timestamptz IS NULL OR window_start < %s) "
             "ORDER BY site_id, window_start, batch_id", (site, site, start, start, end, end)).fetchall()
         for batch_id, site_id, w0, w1, header_raw, devs, seqs, idxs, hashes_raw in rows:
-            rep = BatchReport(batch_id, site_id)
-            reports.append(rep)
-            on_ledger = backend.get(batch_id)
-            if on_ledger is None:
-                rep.status = "missing_on_ledger"
-                continue
-            header = on_ledger[0]
-            if header_bytes(header) != bytes(header_raw):
-                rep.status = "header_mismatch"
-            stored_hashes = [bytes(hashes_raw[i:i + 32]) for i in range(0, len(hashes_raw), 32)]
-            stored = dict(zip(zip(devs, seqs, idxs, strict=True), stored_hashes, strict=True))
-            if merkle.root_from_leaf_hashes(stored_hashes).hex() != header.root or len(stored_hashes) != header.leaf_count:
-                # the batch record itself was altered: compare keys only, everything is suspect
-                rep.status = "tampered"
-            current = dict(load_leaves(conn, site_id, w0, w1, batch_id))
-            rep.changed = sorted(k for k in stored.keys() & current.keys() if stored[k] != current[k])
-            rep.deleted = sorted(stored.keys() - current.keys())
-            rep.inserted = sorted(current.keys() - stored.keys())
-            rep.bad_frames = _check_frames(conn, batch_id, keys, unz)
-            if rep.changed or rep.deleted or rep.inserted or rep.bad_frames:
-                rep.status = "tampered"
+            reports.append(_replay_batch(conn, backend, batch_id, site_id, w0, w1, bytes(header_raw), devs, seqs, idxs,
+                                         bytes(hashes_raw), keys, unz))
     return reports
+
+
+def verify_one_batch_rows(conn: psycopg.Connection[Any], backend: LedgerBackend, batch_id: str, site_id: str,
+                          w0: datetime, w1: datetime, header_raw: bytes, keys: dict[str, Ed25519PublicKey],
+                          unz: zstandard.ZstdDecompressor) -> BatchReport:
+    row = conn.execute("SELECT leaf_devices, leaf_seqs, leaf_idxs, leaf_hashes FROM batches WHERE batch_id = %s",
+                       (batch_id,)).fetchone()
+    assert row is not None
+    return _replay_batch(conn, backend, batch_id, site_id, w0, w1, header_raw, row[0], row[1], row[2], bytes(row[3]),
+                         keys, unz)
+
+
+def _replay_batch(conn: psycopg.Connection[Any], backend: LedgerBackend, batch_id: str, site_id: str, w0: datetime,
+                  w1: datetime, header_raw: bytes, devs: list[str], seqs: list[int], idxs: list[int],
+                  hashes_raw: bytes, keys: dict[str, Ed25519PublicKey],
+                  unz: zstandard.ZstdDecompressor) -> BatchReport:
+    rep = BatchReport(batch_id, site_id)
+    on_ledger = backend.get(batch_id)
+    if on_ledger is None:
+        rep.status = "missing_on_ledger"
+        return rep
+    header = on_ledger[0]
+    if header_bytes(header) != header_raw:
+        rep.status = "header_mismatch"
+    stored_hashes = [hashes_raw[i:i + 32] for i in range(0, len(hashes_raw), 32)]
+    if len(stored_hashes) != len(devs) or len(devs) != len(seqs) or len(seqs) != len(idxs):
+        # the batch record itself is inconsistent: everything in it is suspect
+        rep.status = "tampered"
+        n = min(len(stored_hashes), len(devs), len(seqs), len(idxs))
+        devs, seqs, idxs, stored_hashes = devs[:n], seqs[:n], idxs[:n], stored_hashes[:n]
+    stored = dict(zip(zip(devs, seqs, idxs, strict=True), stored_hashes, strict=True))
+    if merkle.root_from_leaf_hashes(stored_hashes).hex() != header.root or len(stored_hashes) != header.leaf_count:
+        # the batch record itself was altered: compare keys only, everything is suspect
+        rep.status = "tampered"
+    current = dict(load_leaves(conn, site_id, w0, w1, batch_id))
+    rep.changed = sorted(k for k in stored.keys() & current.keys() if stored[k] != current[k])
+    rep.deleted = sorted(stored.keys() - current.keys())
+    rep.inserted = sorted(current.keys() - stored.keys())
+    rep.bad_frames = _check_frames(conn, batch_id, keys, unz)
+    if rep.changed or rep.deleted or rep.inserted or rep.bad_frames:
+        rep.status = "tampered"
+    return rep
 
 
 def _check_frames(conn: psycopg.Connection[Any], batch_id: str, keys: dict[str, Ed25519PublicKey],
@@ -89,20 +125,28 @@ def _check_frames(conn: psycopg.Connection[Any], batch_id: str, keys: dict[str, 
         "SELECT f.device_id, f.seq, f.frame_sha256, f.raw_zstd FROM frames f WHERE (f.device_id, f.seq) IN "
         "(SELECT DISTINCT device_id, seq FROM readings WHERE batch_id = %s)", (batch_id,)).fetchall()
     for device, seq, sha, raw_z in frames:
-        try:
-            raw = unz.decompress(bytes(raw_z))
-        except zstandard.ZstdError:
-            bad.append((device, seq, "stored frame bytes are not readable"))
-            continue
-        if hashlib.sha256(raw).digest() != bytes(sha):
-            bad.append((device, seq, "stored frame bytes do not match their recorded SHA-256"))
-            continue
-        try:
-            frame = decode_frame(raw)
-            verify_signature(frame, keys[device])
-        except (WireError, KeyError) as exc:
-            bad.append((device, seq, f"device signature does not verify ({exc})"))
+        why = frame_problem(bytes(raw_z), bytes(sha), keys.get(device), unz)
+        if why is not None:
+            bad.append((device, seq, why))
     return bad
+
+
+def frame_problem(raw_z: bytes, sha: bytes, key: Ed25519PublicKey | None,
+                  unz: zstandard.ZstdDecompressor) -> str | None:
+    """Why a stored frame fails its check (readable, recorded SHA-256, device signature), or None."""
+    try:
+        raw = unz.decompress(raw_z)
+    except zstandard.ZstdError:
+        return "stored frame bytes are not readable"
+    if hashlib.sha256(raw).digest() != sha:
+        return "stored frame bytes do not match their recorded SHA-256"
+    try:
+        if key is None:
+            raise KeyError("unknown device")
+        verify_signature(decode_frame(raw), key)
+    except (WireError, KeyError) as exc:
+        return f"device signature does not verify ({exc})"
+    return None
 
 
 def summary_json(reports: list[BatchReport]) -> bytes:

@@ -1,0 +1,294 @@
+"""Canonical leaves, leaf hashes and RFC 6962 roots for a whole window at once, from column arrays.
+
+Owns: the vectorised twin of ``ledger/canonical.py`` + ``ledger/merkle.py``. A window's readings
+come in as columns (integer arrays, plus small tables of the distinct device, channel and frame
+hash values); the leaf bytes are written by a Numba kernel following the fixed key order of the
+documented leaf (docs/proofs.md), and hashed in the same loop. String values are JSON-encoded
+once per distinct value by msgspec, exactly as ``canonical.leaf_bytes`` does, so the output is
+byte-identical to it for every value the store can hold (tests/test_bulk.py proves it against
+``rfc8785.dumps`` with hypothesis). Pure: no I/O.
+
+Why this shape: per leaf, a Python-level ``hashlib`` call and a ``Leaf`` object cost more than the
+SHA-256 itself. The kernel calls OpenSSL's SHA-256 (the libcrypto that ``hashlib`` uses, which has
+the SHA-NI code path) once per leaf and per node with no Python in between. When that library
+cannot be loaded, the same functions fall back to ``hashlib`` loops with the same results.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import hashlib
+from dataclasses import dataclass
+
+import msgspec
+import numpy as np
+from numba import njit
+
+from ledger.canonical import LEAF_VERSION
+
+_enc = msgspec.json.Encoder()
+
+
+def _load_sha256() -> tuple[object, object, object] | None:
+    name = ctypes.util.find_library("crypto")
+    if name is None:
+        return None
+    try:
+        lib = ctypes.CDLL(name)
+        init, update, final = lib.SHA256_Init, lib.SHA256_Update, lib.SHA256_Final
+    except (OSError, AttributeError):
+        return None
+    # Pointers are passed as size_t: Numba then hands them over as plain integers (same x86-64/arm64 ABI).
+    init.argtypes, init.restype = [ctypes.c_size_t], ctypes.c_int
+    update.argtypes, update.restype = [ctypes.c_size_t, ctypes.c_size_t, ctypes.c_size_t], ctypes.c_int
+    final.argtypes, final.restype = [ctypes.c_size_t, ctypes.c_size_t], ctypes.c_int
+    return init, update, final
+
+
+_SHA = _load_sha256()
+NATIVE = _SHA is not None
+CTX_BYTES = 256  # >= sizeof(SHA256_CTX) (112)
+
+
+@dataclass(frozen=True)
+class StringTable:
+    """Distinct values, JSON-encoded once (``"s01-main"`` with its quotes), addressed by code."""
+
+    buf: np.ndarray  # uint8, the encodings back to back
+    off: np.ndarray  # int64, len(values) + 1 offsets
+
+    @classmethod
+    def of_json(cls, values: list[str]) -> StringTable:
+        parts = [_enc.encode(v) for v in values]
+        return cls._pack(parts)
+
+    @classmethod
+    def of_bytes(cls, values: list[bytes]) -> StringTable:
+        return cls._pack(values)
+
+    @classmethod
+    def _pack(cls, parts: list[bytes]) -> StringTable:
+        off = np.zeros(len(parts) + 1, np.int64)
+        off[1:] = np.cumsum([len(p) for p in parts], dtype=np.int64)
+        buf = np.frombuffer(b"".join(parts), np.uint8) if parts else np.zeros(0, np.uint8)
+        return cls(np.ascontiguousarray(buf), off)
+
+    def max_len(self) -> int:
+        return int(np.diff(self.off).max()) if len(self.off) > 1 else 0
+
+
+@dataclass(frozen=True)
+class LeafColumns:
+    """A window's readings as columns. ``device``/``channel``/``frame`` index the tables.
+
+    ``frames`` holds the raw frame SHA-256 bytes (normally 32); the leaf carries them in hex.
+    """
+
+    devices: StringTable
+    channels: StringTable
+    frames: StringTable
+    device: np.ndarray  # int32 codes
+    channel: np.ndarray  # int32 codes
+    frame: np.ndarray  # int32 codes
+    ts_ms: np.ndarray  # int64
+    energy_wh: np.ndarray  # int64
+    power_w: np.ndarray  # int64
+    seq: np.ndarray  # int64
+    idx: np.ndarray  # int64
+
+    def __len__(self) -> int:
+        return len(self.ts_ms)
+
+    def scratch_len(self) -> int:
+        # fixed text + 6 integers of at most 20 characters + strings + hex
+        return 160 + 6 * 20 + self.devices.max_len() + self.channels.max_len() + 2 * self.frames.max_len()
+
+
+_K_CHANNEL = np.frombuffer(b'\x00{"channel":', np.uint8)  # the 0x00 leaf prefix of RFC 6962 §2.1 first
+_K_DEVICE = np.frombuffer(b',"device":', np.uint8)
+_K_ENERGY = np.frombuffer(b',"energy_wh":', np.uint8)
+_K_FRAME = np.frombuffer(b',"frame_sha256":"', np.uint8)
+_K_IDX = np.frombuffer(b'","idx":', np.uint8)
+_K_POWER = np.frombuffer(b',"power_w":', np.uint8)
+_K_SEQ = np.frombuffer(b',"seq":', np.uint8)
+_K_TS = np.frombuffer(b',"ts_ms":', np.uint8)
+_K_END = np.frombuffer(b',"v":%d}' % LEAF_VERSION, np.uint8)
+_HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
+
+
+@njit(cache=True, inline="always")
+def _put(out: np.ndarray, pos: int, src: np.ndarray, a: int, b: int) -> int:
+    for j in range(a, b):
+        out[pos] = src[j]
+        pos += 1
+    return pos
+
+
+@njit(cache=True, inline="always")
+def _put_int(out: np.ndarray, pos: int, v: np.int64, tmp: np.ndarray) -> int:
+    # Decimal digits of an int64, as msgspec and RFC 8785 (for safe integers) write them.
+    if v < 0:
+        out[pos] = 45  # '-'
+        pos += 1
+        u = np.uint64(-(v + 1)) + np.uint64(1)  # no overflow at INT64_MIN
+    else:
+        u = np.uint64(v)
+    n = 0
+    while True:
+        tmp[n] = np.uint8(48 + u % np.uint64(10))
+        u //= np.uint64(10)
+        n += 1
+        if u == 0:
+            break
+    for j in range(n - 1, -1, -1):
+        out[pos] = tmp[j]
+        pos += 1
+    return pos
+
+
+@njit(cache=True)
+def _write_leaf(out, pos, i, dev_buf, dev_off, dev, ch_buf, ch_off, ch, fr_buf, fr_off, fr, ts, e, p, seq, idx,
+                tmp, kc, kd, ke, kf, ki, kp, ks, kt, kend, hexd):  # type: ignore[no-untyped-def]
+    """0x00 || leaf bytes of reading ``i`` at ``out[pos:]``; returns the end position."""
+    pos = _put(out, pos, kc, 0, kc.size)
+    pos = _put(out, pos, ch_buf, ch_off[ch[i]], ch_off[ch[i] + 1])
+    pos = _put(out, pos, kd, 0, kd.size)
+    pos = _put(out, pos, dev_buf, dev_off[dev[i]], dev_off[dev[i] + 1])
+    pos = _put(out, pos, ke, 0, ke.size)
+    pos = _put_int(out, pos, e[i], tmp)
+    pos = _put(out, pos, kf, 0, kf.size)
+    for j in range(fr_off[fr[i]], fr_off[fr[i] + 1]):
+        out[pos] = hexd[fr_buf[j] >> 4]
+        out[pos + 1] = hexd[fr_buf[j] & 15]
+        pos += 2
+    pos = _put(out, pos, ki, 0, ki.size)
+    pos = _put_int(out, pos, idx[i], tmp)
+    pos = _put(out, pos, kp, 0, kp.size)
+    pos = _put_int(out, pos, p[i], tmp)
+    pos = _put(out, pos, ks, 0, ks.size)
+    pos = _put_int(out, pos, seq[i], tmp)
+    pos = _put(out, pos, kt, 0, kt.size)
+    pos = _put_int(out, pos, ts[i], tmp)
+    return _put(out, pos, kend, 0, kend.size)
+
+
+@njit(cache=True)
+def _encode_kernel(out, offs, dev_buf, dev_off, dev, ch_buf, ch_off, ch, fr_buf, fr_off, fr, ts, e, p, seq, idx,
+                   kc, kd, ke, kf, ki, kp, ks, kt, kend, hexd):  # type: ignore[no-untyped-def]
+    tmp = np.empty(24, np.uint8)
+    pos = 0
+    for i in range(ts.size):
+        offs[i] = pos
+        pos = _write_leaf(out, pos, i, dev_buf, dev_off, dev, ch_buf, ch_off, ch, fr_buf, fr_off, fr, ts, e, p, seq,
+                          idx, tmp, kc, kd, ke, kf, ki, kp, ks, kt, kend, hexd)
+    offs[ts.size] = pos
+
+
+def _kernel_args(c: LeafColumns) -> tuple[object, ...]:
+    return (c.devices.buf, c.devices.off, c.device.astype(np.int32, copy=False), c.channels.buf, c.channels.off,
+            c.channel.astype(np.int32, copy=False), c.frames.buf, c.frames.off, c.frame.astype(np.int32, copy=False),
+            c.ts_ms.astype(np.int64, copy=False), c.energy_wh.astype(np.int64, copy=False),
+            c.power_w.astype(np.int64, copy=False), c.seq.astype(np.int64, copy=False),
+            c.idx.astype(np.int64, copy=False))
+
+
+_KEYS = (_K_CHANNEL, _K_DEVICE, _K_ENERGY, _K_FRAME, _K_IDX, _K_POWER, _K_SEQ, _K_TS, _K_END, _HEX)
+
+
+def encode_leaves(c: LeafColumns) -> tuple[np.ndarray, np.ndarray]:
+    """``(buf, offs)``: leaf ``i`` is ``buf[offs[i] + 1:offs[i + 1]]`` (``buf[offs[i]]`` is the 0x00 prefix)."""
+    n = len(c)
+    out = np.empty(n * c.scratch_len(), np.uint8)
+    offs = np.empty(n + 1, np.int64)
+    _encode_kernel(out, offs, *_kernel_args(c), *_KEYS)
+    return out[: offs[n]], offs
+
+
+def leaf_list(c: LeafColumns) -> list[bytes]:
+    """The canonical leaf bytes, one ``bytes`` each (what ``canonical.leaf_bytes`` gives)."""
+    buf, offs = encode_leaves(c)
+    raw = buf.tobytes()
+    return [raw[offs[i] + 1:offs[i + 1]] for i in range(len(c))]
+
+
+if _SHA is not None:
+    _sha_init, _sha_update, _sha_final = _SHA
+
+    # ctypes functions are dynamic globals: these kernels cannot be cached on disk (compiled once per process).
+    @njit
+    def _leaf_hash_kernel(hashes, dev_buf, dev_off, dev, ch_buf, ch_off, ch, fr_buf, fr_off, fr, ts, e, p, seq, idx,
+                          scratch_len, kc, kd, ke, kf, ki, kp, ks, kt, kend, hexd):  # type: ignore[no-untyped-def]
+        tmp = np.empty(24, np.uint8)
+        buf = np.empty(scratch_len, np.uint8)
+        ctx = np.zeros(CTX_BYTES, np.uint8)
+        b, c, o = buf.ctypes.data, ctx.ctypes.data, hashes.ctypes.data
+        for i in range(ts.size):
+            n = _write_leaf(buf, 0, i, dev_buf, dev_off, dev, ch_buf, ch_off, ch, fr_buf, fr_off, fr, ts, e, p, seq,
+                            idx, tmp, kc, kd, ke, kf, ki, kp, ks, kt, kend, hexd)
+            _sha_init(c)
+            _sha_update(c, b, n)
+            _sha_final(o + 32 * i, c)
+
+    @njit
+    def _root_kernel(level):  # type: ignore[no-untyped-def]
+        # RFC 6962 §2.1 bottom-up, in place: node i of the next level = SHA-256(0x01 || 2i || 2i+1), which are
+        # adjacent in memory; an odd last node moves up unchanged (same heads as the recursive split).
+        ctx = np.zeros(CTX_BYTES, np.uint8)
+        one = np.ones(1, np.uint8)
+        c, w, pre = ctx.ctypes.data, level.ctypes.data, one.ctypes.data
+        m = level.shape[0]
+        while m > 1:
+            half = m // 2
+            for i in range(half):
+                _sha_init(c)
+                _sha_update(c, pre, 1)
+                _sha_update(c, w + 64 * i, 64)
+                _sha_final(w + 32 * i, c)
+            if m % 2:
+                level[half, :] = level[m - 1, :]
+            m = half + m % 2
+
+
+def leaf_hashes(c: LeafColumns) -> np.ndarray:
+    """``(n, 32)`` uint8: SHA-256(0x00 || leaf) of every reading (RFC 6962 §2.1)."""
+    n = len(c)
+    out = np.empty((n, 32), np.uint8)
+    if n == 0:
+        return out
+    if NATIVE:
+        _leaf_hash_kernel(out, *_kernel_args(c), c.scratch_len(), *_KEYS)
+        return out
+    buf, offs = encode_leaves(c)
+    raw = buf.tobytes()
+    sha = hashlib.sha256
+    out[:] = np.frombuffer(b"".join(sha(raw[offs[i]:offs[i + 1]]).digest() for i in range(n)), np.uint8).reshape(n, 32)
+    return out
+
+
+EMPTY_ROOT = hashlib.sha256(b"").digest()
+
+
+def root(hashes: np.ndarray) -> bytes:
+    """RFC 6962 Merkle Tree Hash of the ``(n, 32)`` leaf hashes (== ``merkle.root_from_leaf_hashes``)."""
+    n = hashes.shape[0]
+    if n == 0:
+        return EMPTY_ROOT
+    level = np.array(hashes, np.uint8, copy=True, order="C").reshape(n, 32)
+    if NATIVE:
+        _root_kernel(level)
+        return level[0].tobytes()
+    from ledger import merkle
+
+    return merkle.root_from_leaf_hashes([level[i].tobytes() for i in range(n)])
+
+
+def as_bytes_list(hashes: np.ndarray) -> list[bytes]:
+    raw = np.ascontiguousarray(hashes).tobytes()
+    return [raw[i:i + 32] for i in range(0, len(raw), 32)]
+
+
+def from_bytes(blob: bytes) -> np.ndarray:
+    """The stored ``leaf_hashes`` blob (32-byte hashes back to back) as ``(n, 32)``; a ragged tail is dropped."""
+    n = len(blob) // 32
+    return np.frombuffer(blob, np.uint8, count=n * 32).reshape(n, 32)

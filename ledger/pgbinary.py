@@ -1,0 +1,157 @@
+"""PostgreSQL binary COPY output and binary arrays, parsed into numpy columns.
+
+Owns: splitting ``COPY ... TO STDOUT (FORMAT BINARY)`` bytes into fields and decoding the integer
+fields and one-dimensional arrays the ledger reads (PostgreSQL docs, "COPY — Binary Format" and
+``array_send``). Pure: the caller runs the COPY and hands over the bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import psycopg
+from numba import njit
+
+SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+
+
+@njit(cache=True)
+def _fields(buf: np.ndarray, ncols: int) -> tuple[np.ndarray, np.ndarray]:
+    pos = 11
+    flags_ext = (np.int64(buf[pos + 4]) << 24) | (np.int64(buf[pos + 5]) << 16) | (np.int64(buf[pos + 6]) << 8) | buf[pos + 7]
+    pos += 8 + flags_ext
+    cap = 1024
+    off = np.empty((cap, ncols), np.int64)
+    ln = np.empty((cap, ncols), np.int64)
+    n = 0
+    while pos + 2 <= buf.size:
+        nf = (np.int64(buf[pos]) << 8) | buf[pos + 1]
+        pos += 2
+        if nf == 0xFFFF:  # trailer (-1)
+            break
+        if n == cap:
+            cap *= 2
+            o2 = np.empty((cap, ncols), np.int64)
+            l2 = np.empty((cap, ncols), np.int64)
+            o2[:n] = off[:n]
+            l2[:n] = ln[:n]
+            off, ln = o2, l2
+        for k in range(ncols):
+            x = (np.int64(buf[pos]) << 24) | (np.int64(buf[pos + 1]) << 16) | (np.int64(buf[pos + 2]) << 8) | buf[pos + 3]
+            if x >= 0x80000000:
+                x = -1  # NULL
+            pos += 4
+            off[n, k] = pos
+            ln[n, k] = x
+            if x > 0:
+                pos += x
+        n += 1
+    return off[:n], ln[:n]
+
+
+@njit(cache=True)
+def _ints(buf: np.ndarray, off: np.ndarray, ln: np.ndarray) -> np.ndarray:
+    out = np.zeros(off.size, np.int64)
+    for i in range(off.size):
+        n = ln[i]
+        if n <= 0:
+            continue
+        v = np.int64(0)
+        for j in range(n):
+            v = (v << 8) | np.int64(buf[off[i] + j])
+        if n < 8 and buf[off[i]] >= 0x80:  # sign-extend int2 / int4
+            v -= np.int64(1) << (8 * n)
+        out[i] = v
+    return out
+
+
+@njit(cache=True)
+def _array_elems(buf: np.ndarray, off: np.ndarray, ln: np.ndarray, total: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Elements of 1-D binary arrays (``array_send``): (start, length) of each, and each array's count."""
+    eo = np.empty(total, np.int64)
+    el = np.empty(total, np.int64)
+    counts = np.zeros(off.size, np.int64)
+    k = 0
+    for i in range(off.size):
+        if ln[i] <= 0:
+            continue
+        p = off[i]
+        ndim = (np.int64(buf[p]) << 24) | (np.int64(buf[p + 1]) << 16) | (np.int64(buf[p + 2]) << 8) | buf[p + 3]
+        p += 12
+        if ndim == 0:
+            continue
+        cnt = (np.int64(buf[p]) << 24) | (np.int64(buf[p + 1]) << 16) | (np.int64(buf[p + 2]) << 8) | buf[p + 3]
+        p += 8 * ndim
+        counts[i] = cnt
+        for _ in range(cnt):
+            x = (np.int64(buf[p]) << 24) | (np.int64(buf[p + 1]) << 16) | (np.int64(buf[p + 2]) << 8) | buf[p + 3]
+            if x >= 0x80000000:
+                x = -1
+            p += 4
+            eo[k] = p
+            el[k] = x
+            k += 1
+            if x > 0:
+                p += x
+    return eo[:k], el[:k], counts
+
+
+@njit(cache=True)
+def _runs(buf: np.ndarray, eo: np.ndarray, el: np.ndarray) -> np.ndarray:
+    """Indices where an element's bytes differ from the previous element's (start of each run)."""
+    starts = np.empty(eo.size, np.int64)
+    k = 0
+    for i in range(eo.size):
+        same = i > 0 and el[i] == el[i - 1]
+        if same:
+            for j in range(el[i]):
+                if buf[eo[i] + j] != buf[eo[i - 1] + j]:
+                    same = False
+                    break
+        if not same:
+            starts[k] = i
+            k += 1
+    return starts[:k]
+
+
+def copy_out(conn: psycopg.Connection[Any], query: str, params: Any = None) -> np.ndarray:
+    """The raw bytes of ``COPY (query) TO STDOUT (FORMAT BINARY)`` as a uint8 array."""
+    chunks = []
+    with conn.cursor() as cur, cur.copy(f"COPY ({query}) TO STDOUT (FORMAT BINARY)", params) as cp:
+        for data in cp:
+            chunks.append(bytes(data))
+    raw = b"".join(chunks)
+    if not raw.startswith(SIGNATURE):
+        raise ValueError("not PostgreSQL binary COPY output")
+    return np.frombuffer(raw, np.uint8)
+
+
+class Rows:
+    """The fields of a binary COPY result: integer columns, bytes, arrays."""
+
+    def __init__(self, buf: np.ndarray, ncols: int) -> None:
+        self.buf = buf
+        self.off, self.ln = _fields(buf, ncols)
+
+    def __len__(self) -> int:
+        return int(self.off.shape[0])
+
+    def ints(self, col: int) -> np.ndarray:
+        return _ints(self.buf, np.ascontiguousarray(self.off[:, col]), np.ascontiguousarray(self.ln[:, col]))
+
+    def null(self, col: int) -> np.ndarray:
+        return self.ln[:, col] < 0
+
+    def raw(self) -> bytes:
+        return self.buf.tobytes()
+
+    def array_elems(self, col: int, total: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return _array_elems(self.buf, np.ascontiguousarray(self.off[:, col]), np.ascontiguousarray(self.ln[:, col]),
+                            total)
+
+    def elem_ints(self, eo: np.ndarray, el: np.ndarray) -> np.ndarray:
+        return _ints(self.buf, eo, el)
+
+    def elem_runs(self, eo: np.ndarray, el: np.ndarray) -> np.ndarray:
+        return _runs(self.buf, eo, el)

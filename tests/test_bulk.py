@@ -1,0 +1,90 @@
+"""The column encoder and batched hashing equal the RFC 8785 library and the RFC 6962 reference."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import pytest
+import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ledger import bulk, merkle
+from ledger.canonical import Leaf, leaf_bytes
+
+MAX_SAFE = 2**53 - 1
+safe = st.integers(min_value=0, max_value=MAX_SAFE) | st.sampled_from([0, 1, 9, 10, MAX_SAFE, 2**52])
+signed = st.integers(min_value=-MAX_SAFE, max_value=MAX_SAFE) | st.sampled_from([0, -1, -10, -MAX_SAFE, -(2**52)])
+leaves = st.builds(Leaf, device=st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}", fullmatch=True), ts_ms=safe,
+                   channel=st.sampled_from(["import", "export", "pv"]), energy_wh=safe, power_w=signed, seq=safe,
+                   idx=st.integers(0, 4095), frame_sha256=st.binary(min_size=32, max_size=32).map(bytes.hex))
+
+
+def columns(ls: list[Leaf]) -> bulk.LeafColumns:
+    devs = sorted({x.device for x in ls})
+    chans = sorted({x.channel for x in ls})
+    frames = sorted({x.frame_sha256 for x in ls})
+
+    def codes(values: list[str], attr: str) -> np.ndarray:
+        pos = {v: i for i, v in enumerate(values)}
+        return np.array([pos[getattr(x, attr)] for x in ls], np.int32)
+
+    def ints(attr: str) -> np.ndarray:
+        return np.array([getattr(x, attr) for x in ls], np.int64)
+
+    return bulk.LeafColumns(
+        devices=bulk.StringTable.of_json(devs), channels=bulk.StringTable.of_json(chans),
+        frames=bulk.StringTable.of_bytes([bytes.fromhex(f) for f in frames]), device=codes(devs, "device"),
+        channel=codes(chans, "channel"), frame=codes(frames, "frame_sha256"), ts_ms=ints("ts_ms"),
+        energy_wh=ints("energy_wh"), power_w=ints("power_w"), seq=ints("seq"), idx=ints("idx"))
+
+
+@given(st.lists(leaves, min_size=1, max_size=40))
+@settings(max_examples=300, deadline=None)
+def test_column_encoder_gives_the_rfc8785_bytes_of_every_leaf(ls: list[Leaf]) -> None:
+    got = bulk.leaf_list(columns(ls))
+    assert got == [rfc8785.dumps(msgspec.to_builtins(x)) for x in ls]
+    assert got == [leaf_bytes(x) for x in ls]
+
+
+@given(st.lists(leaves, min_size=1, max_size=70))
+@settings(max_examples=200, deadline=None)
+def test_batched_leaf_hashes_and_root_equal_the_reference(ls: list[Leaf]) -> None:
+    hashes = bulk.leaf_hashes(columns(ls))
+    ref = [merkle.leaf_hash(leaf_bytes(x)) for x in ls]
+    assert bulk.as_bytes_list(hashes) == ref
+    assert bulk.root(hashes) == merkle.root_from_leaf_hashes(ref)
+
+
+def test_out_of_range_store_values_are_written_as_msgspec_writes_them() -> None:
+    # The store's bigint columns can hold values the wire never admits (a tampered row): the leaf
+    # must still be today's bytes so that the change is detected and named, not crash.
+    leaf = Leaf(device="d", ts_ms=2**63 - 1, channel="pv", energy_wh=2**60, power_w=-(2**63), seq=0, idx=0,
+                frame_sha256="00" * 32)
+    assert bulk.leaf_list(columns([leaf])) == [leaf_bytes(leaf)]
+
+
+def test_a_frame_hash_of_another_length_is_hexed_like_the_row_path() -> None:
+    c = columns([Leaf(device="d", ts_ms=1, channel="pv", energy_wh=1, power_w=1, seq=1, idx=0, frame_sha256="00")])
+    c = bulk.LeafColumns(**{**c.__dict__, "frames": bulk.StringTable.of_bytes([b"\x01\xfe\x00"])})
+    assert bulk.leaf_list(c)[0] == leaf_bytes(Leaf(device="d", ts_ms=1, channel="pv", energy_wh=1, power_w=1, seq=1,
+                                                  idx=0, frame_sha256="01fe00"))
+
+
+VEC = json.loads((Path(__file__).parent / "vectors" / "rfc6962" / "ct-vectors.json").read_text())
+
+
+@pytest.mark.parametrize("n", range(9))
+def test_batched_root_matches_the_published_vectors(n: int) -> None:
+    hashes = [merkle.leaf_hash(bytes.fromhex(h)) for h in VEC["leaves_hex"][:n]]
+    arr = np.frombuffer(b"".join(hashes), np.uint8).reshape(n, 32)
+    assert bulk.root(arr).hex() == VEC["roots_hex"][n]
+
+
+def test_the_native_sha256_path_is_in_use() -> None:
+    # Not a correctness condition (the hashlib fallback gives the same bytes), but the throughput
+    # figures in benchmarks/RESULTS.md assume it: say so loudly when libcrypto was not found.
+    assert bulk.NATIVE
