@@ -6,8 +6,9 @@ Owns: one transaction per batch —
   3. move frames whose (device_id, seq) is already stored with *different* bytes to quarantine
      (``replayed_seq``); identical bytes are a redelivery and a no-op;
   4. ``INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING`` into frames, then COPY the readings
-     of exactly the frames that were new straight into ``readings`` — so a redelivery never stores
-     a reading twice, and readings are written once, not staged and copied;
+     of exactly the frames that were new straight into ``readings`` (rows built column-wise by
+     ``ingest.copybin``) — so a redelivery never stores a reading twice, and readings are written
+     once, not staged and copied;
   5. COPY quarantine rows; commit. The caller acknowledges the MQTT messages only after this.
 Must not: decide validity (validate.py does) or talk MQTT.
 """
@@ -25,6 +26,7 @@ import psycopg
 import zstandard
 
 from ingest import reasons
+from ingest.copybin import readings_copy
 from ingest.validate import Accepted, Rejected
 
 
@@ -106,15 +108,11 @@ class StoreWriter:
                     "SELECT device_id, seq, sent_ms, frame_sha256, raw_zstd, n_readings FROM stage_frames "
                     "ON CONFLICT (device_id, seq) DO NOTHING RETURNING device_id, seq").fetchall()
                 # Readings go straight into the table, for exactly the frames that were new.
+                data, result.readings_written = readings_copy(
+                    (device, seq, by_key[(device, seq)].frame.readings) for device, seq in new)
                 with cur.copy("COPY readings (device_id, seq, idx, ts, channel, energy_wh, power_w) "
                               "FROM STDIN (FORMAT BINARY)") as cp:
-                    cp.set_types(["text", "int8", "int4", "timestamptz", "text", "int8", "int8"])
-                    for device, seq in new:
-                        f = by_key[(device, seq)].frame
-                        for i, r in enumerate(f.readings):
-                            cp.write_row((device, seq, i, datetime.fromtimestamp(r.ts_ms / 1000, UTC),
-                                          r.channel, r.energy_wh, r.power_w))
-                            result.readings_written += 1
+                    cp.write(data)
                 result.frames_accepted = len(new)
                 result.frames_duplicate += len(frames) - len(replays) - result.frames_accepted
             if quarantine:
