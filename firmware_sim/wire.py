@@ -19,12 +19,12 @@ import base64
 import binascii
 import hashlib
 import re
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, Protocol
 
 import msgspec
 import rfc8785
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 WIRE_VERSION: Final = 1
 TOPIC_PREFIX: Final = "wattproof/v1"
@@ -176,7 +176,14 @@ def decode_frame(payload: bytes) -> Frame:
     return frame
 
 
-def verify_signature(frame: Frame, public_key: Ed25519PublicKey) -> None:
+class SignatureVerifier(Protocol):
+    """What ``verify_signature`` needs: ``cryptography``'s Ed25519PublicKey, or ingest's libsodium
+    adapter. ``verify`` raises ``cryptography.exceptions.InvalidSignature`` on a bad signature."""
+
+    def verify(self, signature: bytes, data: bytes) -> None: ...
+
+
+def verify_signature(frame: Frame, public_key: SignatureVerifier) -> None:
     """Raise ``WireError(bad_signature)`` unless ``frame.sig`` signs its canonical bytes."""
     if frame.sig is None:
         raise WireError(BAD_SIGNATURE, "frame is unsigned")

@@ -13,7 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.exceptions import InvalidSignature
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
 
 from firmware_sim.identity import DeviceRecord
 from firmware_sim.wire import (
@@ -53,9 +55,26 @@ class Rejected:
     seq: int | None = None
 
 
+class SodiumKey:
+    """An Ed25519 public key verified by libsodium (PyNaCl): about twice as fast as OpenSSL through
+    ``cryptography`` here, and at least as strict (canonical S, small-order points refused). Same
+    interface and exception as ``cryptography``'s key, so ``verify_signature`` takes either."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, raw: bytes) -> None:
+        self._key = VerifyKey(raw)
+
+    def verify(self, signature: bytes, data: bytes) -> None:
+        try:
+            self._key.verify(data, signature)
+        except (BadSignatureError, ValueError, TypeError):
+            raise InvalidSignature from None
+
+
 @lru_cache(maxsize=65536)
-def _public_key(b64: str) -> Ed25519PublicKey:
-    return Ed25519PublicKey.from_public_bytes(b64url_decode(b64))
+def _public_key(b64: str) -> SodiumKey:
+    return SodiumKey(b64url_decode(b64))
 
 
 def validate(topic: str, payload: bytes, registry: dict[str, DeviceRecord], now_ms: int,

@@ -85,3 +85,38 @@ def _mutate(data: bytes, muts: list[tuple[int, int]]) -> bytearray:
     for pos, byte in muts:
         out[pos] = byte
     return out
+
+
+def test_the_libsodium_verifier_agrees_with_cryptography_on_good_and_bad_signatures() -> None:
+    import os
+
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from ingest.validate import SodiumKey
+
+    L = 2**252 + 27742317777372353535851937790883648493
+    key, other = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    msg = os.urandom(500)
+    sig = key.sign(msg)
+    s = int.from_bytes(sig[32:], "little")
+    cases = {
+        "valid": (sig, msg),
+        "flipped signature bit": (sig[:10] + bytes([sig[10] ^ 1]) + sig[11:], msg),
+        "flipped message bit": (sig, bytes([msg[0] ^ 0x80]) + msg[1:]),
+        "other key's signature": (other.sign(msg), msg),
+        "short signature": (sig[:63], msg),
+        "non-canonical S (S + L)": (sig[:32] + (s + L).to_bytes(32, "little"), msg),
+    }
+
+    def ok(verifier, sig_: bytes, msg_: bytes) -> bool:  # type: ignore[no-untyped-def]
+        try:
+            verifier.verify(sig_, msg_)
+            return True
+        except InvalidSignature:
+            return False
+
+    for name, (sg, m) in cases.items():
+        assert ok(SodiumKey(raw), sg, m) == ok(key.public_key(), sg, m) == (name == "valid"), name
