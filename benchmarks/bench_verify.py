@@ -5,22 +5,29 @@ batches, extrapolated), same store, same run.
 
     .venv/bin/python -m benchmarks.bench_verify [--quick]    # 10M readings; --quick: 1M
 
-Setup (not timed): simulated fleet (15 readings/frame, the simulator's default) → ``ingest_payloads``
-(the real validating writer) → ``seal_windows`` on a local ledger, into an embedded PostgreSQL.
+Setup (not timed, but reported): simulated fleet (15 samples/frame, the simulator's default; real
+Ed25519-signed frames) written straight into frames/readings by binary COPY from 2 processes (what
+the ingest writer stores, without re-validating each frame), ANALYZE, then ``seal_windows`` (the
+bulk store-side sealing) on a local ledger, into an embedded PostgreSQL.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import multiprocessing
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
+import zstandard
 
 from benchmarks._common import table, write_section
-from firmware_sim.sim import simulate
-from ingest.pipeline import ingest_payloads
+from firmware_sim.sim import SimRun, _device_messages, simulate
+from firmware_sim.wire import decode_frame
+from ingest.copybin import readings_copy
 from ingest.registry import register_device
 from ingest.schema import upgrade
 from ledger.local import LocalLedger
@@ -45,23 +52,81 @@ def main() -> None:
             pg.stop()
 
 
+_SIM: SimRun | None = None
+
+
+def _load_part(args: tuple[str, int, int]) -> tuple[int, int]:
+    """COPY the frames and readings of every ``parts``-th device of the fork-inherited simulation."""
+    dsn, part, parts = args
+    assert _SIM is not None
+    z = zstandard.ZstdCompressor(level=3)
+    n_frames = n_readings = 0
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for plan in _SIM._plans[part::parts]:
+            frames, readings = [], []
+            for m in _device_messages(plan, _SIM._clock):
+                f = decode_frame(m.payload)
+                frames.append((f.device, f.seq, f.sent_ms, hashlib.sha256(m.payload).digest(), z.compress(m.payload),
+                               len(f.readings)))
+                readings.append((f.device, f.seq, f.readings))
+            data, n = readings_copy(readings)
+            with conn.transaction(), conn.cursor() as cur:
+                with cur.copy("COPY frames (device_id, seq, sent_ms, frame_sha256, raw_zstd, n_readings) "
+                              "FROM STDIN (FORMAT BINARY)") as cp:
+                    cp.set_types(["text", "int8", "int8", "bytea", "bytea", "int4"])
+                    for row in frames:
+                        cp.write_row(row)
+                with cur.copy("COPY readings (device_id, seq, idx, ts, channel, energy_wh, power_w) "
+                              "FROM STDIN (FORMAT BINARY)") as cp:
+                    cp.write(data)
+            n_frames += len(frames)
+            n_readings += n
+    return n_frames, n_readings
+
+
+def build_store(dsn: str, sites: int, days: float) -> tuple[SimRun, float]:
+    """The store of a simulated fleet, frames and readings COPYed directly (2 processes); seconds taken."""
+    global _SIM
+    t0 = time.perf_counter()
+    sim = simulate(sites=sites, days=days, seed=5, start_ms=START)
+    for d in sim.devices:
+        register_device(dsn, d.record)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        m = datetime.fromtimestamp(START / 1000, UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        end = datetime.fromtimestamp((START + (days + 1) * 86_400_000) / 1000, UTC)
+        while m < end:
+            conn.execute("SELECT ensure_readings_partition(%s)", (m,))
+            m = m.replace(year=m.year + m.month // 12, month=m.month % 12 + 1)
+    _SIM = sim
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(2) as pool:
+        pool.map(_load_part, [(dsn, k, 2) for k in range(2)])
+    _SIM = None
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("ANALYZE")
+    return sim, time.perf_counter() - t0
+
+
 def run(dsn: str, tmp: Path, target: int) -> None:
     upgrade(dsn)
     probe = simulate(sites=1, days=1.0, seed=5, start_ms=START)
     per_site_day = sum(m.n_readings for m in probe.messages())
     sites = 10
     days = target / (per_site_day * sites)
-    t0 = time.perf_counter()
-    sim = simulate(sites=sites, days=days, seed=5, start_ms=START)
-    for d in sim.devices:
-        register_device(dsn, d.record)
-    ingest_payloads(dsn, ((m.topic, m.payload) for m in sim.messages()))
+    sim, t_load = build_store(dsn, sites, days)
     led = LocalLedger.open(tmp / "ledger")
+    t0 = time.perf_counter()
     made = seal_windows(dsn, led, now_ms=START + int((days + 1) * 86_400_000))
+    t_seal = time.perf_counter() - t0
     n = sum(b.header.leaf_count for b in made)
     frames = len({(d, s) for b in made for d, s, _ in b.leaf_keys})
-    print(f"setup: {n:,} readings, {frames:,} frames, {len(made):,} batches in {time.perf_counter() - t0:.0f} s")
+    n_batches = len(made)
+    print(f"setup: {n:,} readings, {frames:,} frames; store written in {t_load:.0f} s; {n_batches:,} batches "
+          f"sealed from the store (seal_windows, local ledger) in {t_seal:.1f} s ({n / t_seal:,.0f} readings/s)",
+          flush=True)
     del made
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")  # as a store that has been running for a while would be
 
     rows = []
     best = float("inf")
@@ -70,22 +135,29 @@ def run(dsn: str, tmp: Path, target: int) -> None:
         reports = verify(dsn, led)
         best = min(best, time.perf_counter() - t0)
         assert len(reports) > 0 and all(r.status == "intact" for r in reports)
-    rows.append(["ours: binary COPY + column leaves (Numba, OpenSSL SHA-256) + 2 processes for frames", f"{n:,}",
+    rows.append(["ours: binary COPY (one row of arrays per batch) + column leaves (Numba, OpenSSL SHA-256) + frames in 2 processes (libsodium Ed25519)", f"{n:,}",
                  f"{best:.1f}", f"{n / best:,.0f}"])
 
     site = sim.devices[0].record.site
+    upto = datetime.fromtimestamp((START + 86_400_000) / 1000, UTC)  # a sample: the site's first day
     t0 = time.perf_counter()
-    sample = verify_rows(dsn, led, site=site)
+    sample = verify_rows(dsn, led, site=site, end=upto)
     dt = time.perf_counter() - t0
     with psycopg.connect(dsn) as conn:
-        ns = conn.execute("SELECT sum(leaf_count) FROM batches WHERE site_id = %s", (site,)).fetchone()[0]  # type: ignore[index]
+        ns = conn.execute("SELECT sum(leaf_count) FROM batches WHERE site_id = %s AND window_start < %s",
+                          (site, upto)).fetchone()[0]  # type: ignore[index]
     assert all(r.status == "intact" for r in sample)
-    rows.append([f"naive: row-by-row replay, one query + one Leaf per reading (site {site}, extrapolated)",
+    rows.append([f"naive: row-by-row replay, one query + one Leaf per reading (site {site}, first day, extrapolated)",
                  f"{ns:,}", f"{dt * n / ns:.1f}", f"{ns / dt:,.0f}"])
     body = table(["verify path", "readings", "seconds", "readings/s"], rows)
     body += (f"\n\n{n:,} stored readings in {len(reports):,} batches ({frames:,} signed frames, {n / frames:.1f} readings each: the simulator's default), "
              f"{sites} sites; best of 2 runs, timed from connect to report, reading everything from PostgreSQL. "
-             f"Ours = {dt * n / ns / best:.1f}× the row-by-row replay. Target: 10M readings ≤ 30 s.")
+             f"Ours = {dt * n / ns / best:.1f}× the row-by-row replay (whose per-batch frame query scans all "
+             f"readings, so it slows as the store grows). Target: 10M readings ≤ 30 s — "
+             f"{'met' if n >= 10_000_000 and best * 10_000_000 / n <= 30 else 'NOT met'} "
+             f"({best * 10_000_000 / n:.0f} s per 10M at this rate).\n\nSetup (not in the timing): store written by "
+             f"binary COPY in {t_load:.0f} s; sealed from the store by `seal_windows` (bulk leaves, sites on 8 "
+             f"threads, local ledger) in {t_seal:.0f} s = {n / t_seal:,.0f} readings/s ({n_batches:,} windows).")
     print(body)
     write_section("bench_verify", "Verify (store + ledger replay)", body)
 

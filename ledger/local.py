@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,6 +57,9 @@ class LocalLedger:
         self._by_id: dict[str, int] = {}
         self._heads: dict[str, str] = {}
         self._last_record = GENESIS_RECORD
+        # anchor() appends to one file-wide record chain (position, prev_record): one at a time, so
+        # seal_windows may anchor different sites from several threads.
+        self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists():
             self._load()
@@ -105,6 +109,10 @@ class LocalLedger:
 
     # --- LedgerBackend --------------------------------------------------------------------
     def anchor(self, header: BatchHeader) -> Receipt:
+        with self._lock:
+            return self._anchor(header)
+
+    def _anchor(self, header: BatchHeader) -> Receipt:
         if not isinstance(header, BatchHeader):
             raise InvalidHeader("not a BatchHeader")
         try:  # msgspec checks constraints on decode, not on construction: re-validate every field

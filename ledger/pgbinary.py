@@ -98,6 +98,43 @@ def _array_elems(buf: np.ndarray, off: np.ndarray, ln: np.ndarray, total: int) -
 
 
 @njit(cache=True)
+def _array_ints(buf: np.ndarray, off: np.ndarray, ln: np.ndarray, total: int) -> tuple[np.ndarray, np.ndarray, bool]:
+    """The integer elements of 1-D binary arrays of int2/int4/int8 (or timestamptz) straight into one
+    int64 array (no per-element offsets): (values, each array's count, ok). ``ok`` is False on a NULL
+    element or more than ``total`` elements."""
+    out = np.empty(total, np.int64)
+    counts = np.zeros(off.size, np.int64)
+    k = 0
+    for i in range(off.size):
+        if ln[i] <= 0:
+            continue
+        p = off[i]
+        ndim = (np.int64(buf[p]) << 24) | (np.int64(buf[p + 1]) << 16) | (np.int64(buf[p + 2]) << 8) | buf[p + 3]
+        p += 12
+        if ndim == 0:
+            continue
+        cnt = (np.int64(buf[p]) << 24) | (np.int64(buf[p + 1]) << 16) | (np.int64(buf[p + 2]) << 8) | buf[p + 3]
+        p += 8 * ndim
+        counts[i] = cnt
+        if k + cnt > total:
+            return out[:k], counts, False
+        for _ in range(cnt):
+            n = (np.int64(buf[p]) << 24) | (np.int64(buf[p + 1]) << 16) | (np.int64(buf[p + 2]) << 8) | buf[p + 3]
+            p += 4
+            if n >= 0x80000000 or n == 0 or n > 8:
+                return out[:k], counts, False
+            v = np.int64(0)
+            for j in range(n):
+                v = (v << 8) | np.int64(buf[p + j])
+            if n < 8 and buf[p] >= 0x80:
+                v -= np.int64(1) << (8 * n)
+            out[k] = v
+            k += 1
+            p += n
+    return out[:k], counts, True
+
+
+@njit(cache=True)
 def _runs(buf: np.ndarray, eo: np.ndarray, el: np.ndarray) -> np.ndarray:
     """Indices where an element's bytes differ from the previous element's (start of each run)."""
     starts = np.empty(eo.size, np.int64)
@@ -117,11 +154,10 @@ def _runs(buf: np.ndarray, eo: np.ndarray, el: np.ndarray) -> np.ndarray:
 
 def copy_out(conn: psycopg.Connection[Any], query: str, params: Any = None) -> np.ndarray:
     """The raw bytes of ``COPY (query) TO STDOUT (FORMAT BINARY)`` as a uint8 array."""
-    chunks = []
+    raw = bytearray()
     with conn.cursor() as cur, cur.copy(f"COPY ({query}) TO STDOUT (FORMAT BINARY)", params) as cp:
         for data in cp:
-            chunks.append(bytes(data))
-    raw = b"".join(chunks)
+            raw += data  # one copy of each chunk, no list of bytes and no join
     if not raw.startswith(SIGNATURE):
         raise ValueError("not PostgreSQL binary COPY output")
     return np.frombuffer(raw, np.uint8)
@@ -149,6 +185,14 @@ class Rows:
     def array_elems(self, col: int, total: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return _array_elems(self.buf, np.ascontiguousarray(self.off[:, col]), np.ascontiguousarray(self.ln[:, col]),
                             total)
+
+    def array_ints(self, col: int, total: int) -> tuple[np.ndarray, np.ndarray]:
+        """All elements of an integer array column as one int64 array, and each row's count."""
+        vals, counts, ok = _array_ints(self.buf, np.ascontiguousarray(self.off[:, col]),
+                                       np.ascontiguousarray(self.ln[:, col]), total)
+        if not ok:
+            raise ValueError("array holds a NULL, a non-integer or more elements than expected")
+        return vals, counts
 
     def elem_ints(self, eo: np.ndarray, el: np.ndarray) -> np.ndarray:
         return _ints(self.buf, eo, el)

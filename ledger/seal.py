@@ -11,17 +11,20 @@ Docs: docs/proofs.md.
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+import numpy as np
 import psycopg
 import rfc8785
 
-from ledger import merkle
+from ledger import bulk, merkle
 from ledger.backend import (
     AlreadyAnchored,
     BatchHeader,
@@ -79,41 +82,151 @@ def load_leaves(conn: psycopg.Connection[Any], site: str, start: datetime, end: 
     return out
 
 
+#: The window's readings as one binary COPY row of arrays (no per-reading client work): device rank
+#: in the database's own ``ORDER BY device_id`` (the collation LEAF_QUERY sorts with), ts in µs,
+#: channel code, values, and the frame's SHA-256 per reading. Same rows as LEAF_QUERY.
+BULK_QUERY = """
+SELECT count(*)::int4, array_agg(dv.dno), array_agg(r.ts),
+       array_agg(CASE r.channel WHEN 'export' THEN 0 WHEN 'import' THEN 1 WHEN 'pv' THEN 2 ELSE 3 END::int2),
+       array_agg(r.energy_wh), array_agg(r.power_w), array_agg(r.seq), array_agg(r.idx), array_agg(f.frame_sha256)
+FROM readings r JOIN devices d USING (device_id) JOIN frames f USING (device_id, seq)
+JOIN (SELECT device_id, (row_number() OVER (ORDER BY device_id) - 1)::int4 AS dno FROM devices WHERE site_id = %(s)s) dv
+  USING (device_id)
+WHERE d.site_id = %(s)s AND r.ts >= %(a)s AND r.ts < %(b)s AND {filter}
+"""
+_CHANNELS = ["export", "import", "pv"]
+_EPOCH_2000_US = 946_684_800_000_000
+
+
+def _collation_ok(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the database sorts the three channel names like the codes above (it does in every
+    collation we know; checked, not assumed, since the leaf order depends on it)."""
+    row = conn.execute("SELECT array_agg(c ORDER BY c) FROM unnest(%s::text[]) c", (_CHANNELS[::-1],)).fetchone()
+    return row is not None and list(row[0]) == _CHANNELS
+
+
+def load_leaves_bulk(conn: psycopg.Connection[Any], site: str, start: datetime, end: datetime,
+                     batch_id: str | None) -> tuple[list[tuple[str, int, int]], np.ndarray] | None:
+    """``load_leaves`` from one binary COPY row of arrays, hashed with ``ledger.bulk``: (keys, ``(n, 32)``
+    hashes) in the same order with the same bytes, or None when a value is outside what the bulk path
+    handles (the caller then uses ``load_leaves``)."""
+    from ledger.pgbinary import Rows, copy_out
+
+    flt = "r.batch_id IS NULL" if batch_id is None else "r.batch_id = %(id)s"
+    devs = [d for (d,) in conn.execute("SELECT device_id FROM devices WHERE site_id = %s ORDER BY device_id", (site,))]
+    rows = Rows(copy_out(conn, BULK_QUERY.format(filter=flt), {"s": site, "a": start, "b": end, "id": batch_id}), 9)
+    n = int(rows.ints(0)[0]) if len(rows) else 0
+    if n == 0:
+        return [], np.zeros((0, 32), np.uint8)
+    cols = []
+    for k in range(1, 8):
+        try:
+            vals, cnt = rows.array_ints(k, n)
+        except ValueError:
+            return None
+        if int(cnt[0]) != n:
+            return None
+        cols.append(vals)
+    dno, us, ch, e, p, seq, idx = cols
+    if (ch == 3).any():
+        return None
+    eo, el, _ = rows.array_elems(8, n)
+    if (el != 32).any():
+        return None
+    raw = rows.buf
+    sha = raw[(eo[:, None] + np.arange(32)).ravel()].reshape(n, 32)
+    # ORDER BY device_id, ts, channel, seq, idx — a total order (the primary key is in it)
+    order = np.lexsort((idx, seq, ch, us, dno))
+    dno, us, ch, e, p, seq, idx, sha = (a[order] for a in (dno, us, ch, e, p, seq, idx, sha))
+    rel = us + _EPOCH_2000_US
+    ts_ms = np.where(rel >= 0, (rel + 500) // 1000, -((-rel + 500) // 1000))  # numeric → bigint rounds half away
+    table = bulk.StringTable(np.ascontiguousarray(sha).reshape(-1), np.arange(n + 1, dtype=np.int64) * 32)
+    c = bulk.LeafColumns(devices=bulk.StringTable.of_json(devs), channels=bulk.StringTable.of_json(_CHANNELS),
+                         frames=table, device=dno.astype(np.int32), channel=ch.astype(np.int32),
+                         frame=np.arange(n, dtype=np.int32), ts_ms=ts_ms, energy_wh=e, power_w=p, seq=seq, idx=idx)
+    hashes = bulk.leaf_hashes(c)
+    keys = list(zip([devs[i] for i in dno.tolist()], seq.tolist(), idx.tolist(), strict=True))
+    return keys, hashes
+
+
 def seal_windows(dsn: str, backend: LedgerBackend, window_s: int = 3600, grace_s: int = 900,
                  now_ms: int | None = None, site: str | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> list[SealedBatch]:
-    """Seal every complete window with unsealed readings; return the batches made, in order."""
+                 progress: Callable[[int, int], None] | None = None, max_workers: int = 8) -> list[SealedBatch]:
+    """Seal every complete window with unsealed readings; return the batches made, in order.
+
+    Sites are sealed concurrently (up to ``max_workers`` threads, each with its own connection):
+    a site's windows are sealed strictly in order on one thread (its header chain), different sites'
+    chains are independent, so a slow remote ledger (Fabric: one commit per anchor) is not
+    serialised across sites. ``progress(done, total)`` is called under a lock, from any thread.
+    On an error, no new window is started; the first error is raised once the others have stopped.
+    """
     now = datetime.fromtimestamp((now_ms or int(time.time() * 1000)) / 1000, UTC)
-    made: list[SealedBatch] = []
     with psycopg.connect(dsn, autocommit=True) as conn:
         windows = conn.execute(
             "SELECT d.site_id, date_bin(make_interval(secs => %s), r.ts, timestamptz '2000-01-01') AS w "
             "FROM readings r JOIN devices d USING (device_id) "
             "WHERE r.batch_id IS NULL AND (%s::text IS NULL OR d.site_id = %s) GROUP BY 1, 2 ORDER BY 1, 2",
             (window_s, site, site)).fetchall()
-        todo = [(s, w) for s, w in windows if (now - w).total_seconds() >= window_s + grace_s]
-        for i, (site_id, start) in enumerate(todo):
-            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-            with conn.transaction():
-                made.append(_seal_one(conn, backend, site_id, start, window_s))
-            if progress:
-                progress(i + 1, len(todo))
-    return made
+        bulk_ok = _collation_ok(conn)
+    todo = [(s, w) for s, w in windows if (now - w).total_seconds() >= window_s + grace_s]
+    by_site: dict[str, list[datetime]] = {}
+    for site_id, start in todo:
+        by_site.setdefault(site_id, []).append(start)
+    lock = threading.Lock()
+    done = [0]
+    stop = threading.Event()
+
+    def seal_site(site_id: str) -> list[SealedBatch]:
+        out: list[SealedBatch] = []
+        with psycopg.connect(dsn, autocommit=True) as c:
+            for start in by_site[site_id]:
+                if stop.is_set():
+                    break
+                c.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+                try:
+                    with c.transaction():
+                        out.append(_seal_one(c, backend, site_id, start, window_s, bulk_ok))
+                except BaseException:
+                    stop.set()
+                    raise
+                if progress:
+                    with lock:
+                        done[0] += 1
+                        progress(done[0], len(todo))
+        return out
+
+    sites = list(by_site)  # in site order: the result keeps the (site, window) order
+    if max_workers <= 1 or len(sites) <= 1:
+        return [b for s in sites for b in seal_site(s)]
+    with ThreadPoolExecutor(min(max_workers, len(sites)), thread_name_prefix="seal") as pool:
+        futs = [pool.submit(seal_site, s) for s in sites]
+        errors = [f.exception() for f in futs]
+    first = next((e for e in errors if e is not None), None)
+    if first is not None:
+        raise first
+    return [b for f in futs for b in f.result()]
 
 
 def _seal_one(conn: psycopg.Connection[Any], backend: LedgerBackend, site: str, start: datetime,
-              window_s: int) -> SealedBatch:
+              window_s: int, bulk_ok: bool = True) -> SealedBatch:
     end = datetime.fromtimestamp(start.timestamp() + window_s, UTC)
-    leaves = load_leaves(conn, site, start, end, None)
+    got = load_leaves_bulk(conn, site, start, end, None) if bulk_ok else None
+    if got is None:
+        leaves = load_leaves(conn, site, start, end, None)
+        keys, hashes = [k for k, _ in leaves], [h for _, h in leaves]
+        root = merkle.root_from_leaf_hashes(hashes)
+    else:
+        keys, arr = got
+        hashes = bulk.as_bytes_list(arr)
+        root = bulk.root(arr)
     base_id = f"{site}:{start.strftime('%Y%m%dT%H%M%SZ')}"
     earlier = conn.execute("SELECT count(*) FROM batches WHERE site_id = %s AND window_start = %s",
                            (site, start)).fetchone()
     n_prior = int(earlier[0]) if earlier else 0
     batch_id = base_id if n_prior == 0 else f"{base_id}:a{n_prior}"
-    hashes = [h for _, h in leaves]
     header = BatchHeader(batch_id=batch_id, site=site, kind="seal" if n_prior == 0 else "amendment",
-                         window_start_ms=_ms(start), window_end_ms=_ms(end), leaf_count=len(leaves),
-                         root=merkle.root_from_leaf_hashes(hashes).hex(), prev_hash=backend.head(site),
+                         window_start_ms=_ms(start), window_end_ms=_ms(end), leaf_count=len(keys),
+                         root=root.hex(), prev_hash=backend.head(site),
                          findings_digest=findings_digest(conn, site, start, end), sealed_ms=int(time.time() * 1000),
                          amends=base_id if n_prior else None)
     try:
@@ -124,12 +237,11 @@ def _seal_one(conn: psycopg.Connection[Any], backend: LedgerBackend, site: str, 
         if got is None or got[0].root != header.root or got[0].leaf_count != header.leaf_count:
             raise LedgerMismatch(f"batch {batch_id} on the ledger differs from the store's readings") from None
         header, receipt = got
-    keys = [k for k, _ in leaves]
     conn.execute(
         "INSERT INTO batches (batch_id, site_id, kind, amends, window_start, window_end, leaf_count, root, header, "
         "header_hash, leaf_devices, leaf_seqs, leaf_idxs, leaf_hashes, receipt) "
         "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %b, %b, %b, %s, %s)",  # %b: binary arrays, no quoting pass
-        (batch_id, site, header.kind, header.amends, start, end, len(leaves), bytes.fromhex(header.root),
+        (batch_id, site, header.kind, header.amends, start, end, len(keys), bytes.fromhex(header.root),
          header_bytes(header), bytes.fromhex(header_hash(header)), [k[0] for k in keys], [k[1] for k in keys],
          [k[2] for k in keys], b"".join(hashes), msgspec.json.encode(receipt).decode()))
     # Same REPEATABLE READ snapshot as load_leaves: marks exactly the readings that were sealed,

@@ -88,3 +88,57 @@ def test_the_native_sha256_path_is_in_use() -> None:
     # Not a correctness condition (the hashlib fallback gives the same bytes), but the throughput
     # figures in benchmarks/RESULTS.md assume it: say so loudly when libcrypto was not found.
     assert bulk.NATIVE
+
+
+def test_libsodium_and_openssl_ed25519_agree_on_valid_and_invalid_signatures() -> None:
+    """The bulk verify checks signatures with libsodium (PyNaCl); ``cryptography`` (OpenSSL) is the
+    reference. Both must accept and refuse the same signatures."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+    from nacl.bindings import crypto_sign_open
+    from nacl.exceptions import BadSignatureError
+
+    from ledger.replay import ed25519_ok
+
+    L = 2**252 + 27742317777372353535851937790883648493  # order of the Ed25519 base point
+
+    def openssl(pk: bytes, sig: bytes, msg: bytes) -> bool:
+        try:
+            Ed25519PublicKey.from_public_bytes(pk).verify(sig, msg)
+            return True
+        except InvalidSignature:
+            return False
+
+    def sodium(pk: bytes, sig: bytes, msg: bytes) -> bool:
+        try:
+            crypto_sign_open(sig + msg, pk)
+            return True
+        except BadSignatureError:
+            return False
+
+    k1, k2 = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    pk1, pk2 = (k.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw) for k in (k1, k2))
+    cases = []
+    for msg in (b"", b"x", b'{"device":"s01-main","readings":[]}' * 40):
+        sig = k1.sign(msg)
+        s = int.from_bytes(sig[32:], "little")
+        cases += [(pk1, sig, msg, True),
+                  (pk2, sig, msg, False),  # a wrong key
+                  (pk1, sig, msg + b" ", False),  # another message
+                  (pk1, sig[:32] + (s + L).to_bytes(32, "little"), msg, False),  # non-canonical S (S + L)
+                  (pk1, sig[:32] + (s | (1 << 255)).to_bytes(32, "little"), msg, False)]  # high bit of S
+        for bit in (0, 7, 255, 256, 300, 511):  # a flipped bit in R or S
+            bad = bytearray(sig)
+            bad[bit // 8] ^= 1 << (bit % 8)
+            cases.append((pk1, bytes(bad), msg, False))
+        bad_pk = bytearray(pk1)
+        bad_pk[3] ^= 0x10
+        cases.append((bytes(bad_pk), sig, msg, False))  # a flipped bit in the key
+    for pk, sig, msg, want in cases:
+        assert openssl(pk, sig, msg) is want
+        assert sodium(pk, sig, msg) is want
+        assert ed25519_ok(pk, sig, msg) is want

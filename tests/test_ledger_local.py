@@ -301,3 +301,87 @@ def test_bulk_verify_reports_exactly_what_the_row_by_row_replay_reports(sealed) 
         t = None if start is None else datetime.fromtimestamp(start / 1000, UTC)
         assert ([r.to_json() for r in verify(dsn, led, site=site, start=t, workers=2)]
                 == [r.to_json() for r in verify_rows(dsn, led, site=site, start=t)])
+
+
+def test_bulk_leaf_loading_equals_the_row_reference_for_every_batch(sealed) -> None:  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime
+
+    from ledger import bulk, merkle
+    from ledger.seal import load_leaves_bulk
+
+    dsn, _, made = sealed
+    with psycopg.connect(dsn) as conn:
+        for b in made:
+            h = b.header
+            w0, w1 = (datetime.fromtimestamp(t / 1000, UTC) for t in (h.window_start_ms, h.window_end_ms))
+            rows = load_leaves(conn, h.site, w0, w1, h.batch_id)
+            got = load_leaves_bulk(conn, h.site, w0, w1, h.batch_id)
+            assert got is not None
+            keys, hashes = got
+            assert keys == [k for k, _ in rows] == b.leaf_keys
+            assert bulk.as_bytes_list(hashes) == [x for _, x in rows] == b.leaf_hashes
+            assert bulk.root(hashes).hex() == merkle.root_from_leaf_hashes(b.leaf_hashes).hex() == h.root
+
+
+class _SlowLedger:
+    """A LocalLedger whose anchor takes as long as a Fabric commit, counting anchors in flight."""
+
+    def __init__(self, inner: LocalLedger) -> None:
+        import threading
+
+        self.inner, self.name = inner, inner.name
+        self.lock, self.now, self.most = threading.Lock(), 0, 0
+
+    def anchor(self, header):  # type: ignore[no-untyped-def]
+        import time
+
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        try:
+            time.sleep(0.03)
+            return self.inner.anchor(header)
+        finally:
+            with self.lock:
+                self.now -= 1
+
+    def __getattr__(self, name):  # type: ignore[no-untyped-def]
+        return getattr(self.inner, name)
+
+
+def test_sites_are_sealed_concurrently_each_chain_in_order(store_db: str, tmp_path: Path) -> None:
+    from ledger import merkle
+
+    run = simulate(sites=3, days=0.25, seed=23, start_ms=START)
+    for d in run.devices:
+        register_device(store_db, d.record)
+    ingest_payloads(store_db, [(m.topic, m.payload) for m in run.messages()])
+    led = _SlowLedger(LocalLedger.open(tmp_path / "ledger"))
+    calls: list[tuple[int, int]] = []
+    made = seal_windows(store_db, led, progress=lambda i, n: calls.append((i, n)), max_workers=3)  # type: ignore[arg-type]
+    assert len(made) == 18 and led.most >= 2  # 3 sites × 6 windows, anchored side by side
+    assert calls == [(i, 18) for i in range(1, 19)]
+    assert [(b.header.site, b.header.window_start_ms) for b in made] == sorted(
+        (b.header.site, b.header.window_start_ms) for b in made)
+    prev: dict[str, str] = {}
+    for b in made:  # each site's chain is in window order
+        assert b.header.prev_hash == prev.get(b.header.site, GENESIS_HASH)
+        prev[b.header.site] = header_hash(b.header)
+        assert merkle.root_from_leaf_hashes(b.leaf_hashes).hex() == b.header.root
+    reopened = LocalLedger.open(tmp_path / "ledger")  # the file's record chain survived the threads
+    assert len(list(reopened.events())) == 18
+    assert all(r.status == "intact" for r in verify(store_db, reopened))
+
+
+def test_a_batch_record_with_arrays_of_unequal_length_leaves_the_other_batches_exact(sealed) -> None:  # type: ignore[no-untyped-def]
+    from ledger.verify import verify_rows
+
+    dsn, led, made = sealed
+    key = one_key(dsn, made[3].header.batch_id)
+    with psycopg.connect(dsn) as conn:  # batch 1's record is ragged; batch 3 (after it) has a changed reading
+        conn.execute("UPDATE batches SET leaf_seqs = leaf_seqs || 7::bigint, leaf_idxs = leaf_idxs || 1 "
+                     "WHERE batch_id = %s", (made[1].header.batch_id,))
+        conn.execute("UPDATE readings SET energy_wh = energy_wh + 1 WHERE (device_id, seq, idx) = (%s, %s, %s)", key)
+    want = [r.to_json() for r in verify_rows(dsn, led)]
+    assert [r["status"] != "intact" for r in want] == [False, True, False, True, False, False]
+    assert [r.to_json() for r in verify(dsn, led)] == want

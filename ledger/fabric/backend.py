@@ -127,7 +127,7 @@ class FabricLedger:
             cause = exc.last_attempt.exception()
             inner = cause.cause if isinstance(cause, _Retry) else cause
             hint = (" — the endorsement policy needs a peer of each organisation it names: is every one running?"
-                    if "endorsement policy" in str(inner) else "")
+                    if "endorsement policy" in str(inner) or "enough transaction endorsements" in str(inner) else "")
             raise LedgerUnavailable(f"anchoring {header.batch_id} on Fabric failed for {self.retry_for:.0f} s: "
                                     f"{inner}{hint}") from None
         raise AssertionError("unreachable")  # pragma: no cover
@@ -211,15 +211,16 @@ class FabricLedger:
 
 
 def wait_ready(ledger: FabricLedger, timeout: float = 60.0) -> None:
-    """Wait until the channel answers a chaincode query through the Gateway (peers up, chaincode
-    connected, discovery converged)."""
+    """Wait until an anchoring could be endorsed: peers up, chaincode connected, and discovery
+    converged so that the Gateway finds every organisation the policy needs. Probes with a
+    read-only proposal that is endorsed but never submitted (nothing is written)."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
-            ledger.head("wattproof-readiness-probe")
+            ledger.gw.endorse(ledger.gw.proposal(ledger.chaincode, "GetHead", [b"wattproof-readiness-probe"]))
             return
-        except LedgerError as exc:
+        except GatewayError as exc:
             last = exc
             time.sleep(0.3)
     raise LedgerUnavailable(f"Fabric network not ready after {timeout:.0f} s: {last}")
