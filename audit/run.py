@@ -1,14 +1,19 @@
 """``audit run``: load each device's columns from the store, run the detectors, store findings.
 
-Owns: loading (one query per device, ordered by time), the pvlib clear-sky envelope for PV
-inverters, and the idempotent write of findings (a unique index makes re-runs add nothing).
-Reads readings and frames; writes only the findings table.
+Owns: the run — devices audited in parallel worker processes (each loads its device by binary
+COPY, ``audit.load``, and runs the detectors), the site balance over their hourly energies, the
+clear-sky envelope for PV inverters, and the idempotent write of findings (a unique index makes
+re-runs add nothing). Reads readings and frames; writes only the findings table.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import multiprocessing as mp
+import os
 import uuid
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +21,6 @@ import msgspec
 import numpy as np
 import pandas as pd
 import psycopg
-import pvlib
 
 from audit.baselines import stl_anomalies
 from audit.consistency import balance_findings, register_power_findings
@@ -28,7 +32,9 @@ from audit.detectors import (
     pv_findings,
     register_findings,
 )
-from audit.kernels import bucket_energy, register_vs_power
+from audit.kernels import bucket_energy, frame_spans, register_vs_power
+from audit.load import load_frames, load_readings
+from audit.solar import clear_sky_ghi
 
 
 class AuditError(Exception):
@@ -36,9 +42,7 @@ class AuditError(Exception):
 
 
 def clear_sky_envelope_w(ts_ms: np.ndarray, lat: float, lon: float, rated_w: float) -> np.ndarray:
-    times = pd.DatetimeIndex(pd.to_datetime(ts_ms, unit="ms", utc=True))
-    ghi = pvlib.location.Location(lat, lon, tz="UTC").get_clearsky(times, model="ineichen")["ghi"]
-    return np.asarray(ghi, dtype=float) / 1000.0 * rated_w
+    return clear_sky_ghi(ts_ms, lat, lon) / 1000.0 * rated_w
 
 
 MS_PER_HOUR = 3_600_000
@@ -95,61 +99,113 @@ def stl_findings(site: str, device: str, starts: np.ndarray, energy: np.ndarray)
             for a in stl_anomalies(energy, period=168)]
 
 
+@dataclass(frozen=True)
+class _Device:
+    device: str
+    site: str
+    kind: str
+    rated_w: float
+    lat: float | None
+    lon: float | None
+
+
+@dataclass
+class _DeviceResult:
+    findings: list[Finding]
+    hours: list[tuple[str, tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]]  # channel, energy, coverage
+    readings: int
+
+
+def audit_device(conn: psycopg.Connection[Any], d: _Device, lo: dt.datetime | None, th: Thresholds,
+                 stl: bool) -> _DeviceResult:
+    """Load one device (binary COPY) and run every per-device detector on each of its channels."""
+    data = load_readings(conn, d.device, lo)
+    found: list[Finding] = []
+    if data.n_readings == 0:
+        if lo is None or conn.execute("SELECT 1 FROM readings WHERE device_id = %s LIMIT 1", (d.device,)).fetchone() is None:
+            found.append(Finding(d.site, d.device, "no_data", "medium", 0, 0, {"readings": 0}))
+        return _DeviceResult(found, [], 0)
+    hours = []
+    for c in data.channels:
+        ts, e, p, seq = c.ts_ms, c.energy_wh, c.power_w, c.seq
+        found += register_findings(d.site, d.device, ts, e, p, seq, th)
+        if c.name == "import":  # PV is held to its clear-sky envelope instead (stricter than the rating)
+            found += power_findings(d.site, d.device, ts, p, d.rated_w, th)
+        if c.name == "pv" and d.lat is not None and d.lon is not None:
+            found += pv_findings(d.site, d.device, ts, p, clear_sky_envelope_w(ts, d.lat, d.lon, d.rated_w), th)
+        usual = float(np.median(np.diff(ts))) if ts.size > 1 else 0.0
+        w0, reg, pw, band, cov = register_vs_power(ts, e, p, MS_PER_HOUR, int(th.gap_factor * max(usual, 1.0)))
+        found += register_power_findings(d.site, d.device, c.name, w0, reg, pw, band, cov, MS_PER_HOUR, th)
+        h0, energy = bucket_energy(ts, e, MS_PER_HOUR)
+        hours.append((c.name, (h0, energy), (w0, cov)))
+        if stl and d.kind in CONSUMPTION and c.name == "import":
+            found += stl_findings(d.site, d.device, h0, energy)
+    frame_seq, offset_s = load_frames(conn, d.device)
+    first, last, count = frame_spans(frame_seq, data.seq, data.ts_ms)
+    has = count > 0  # frames with readings in the loaded window (an inner join of frames and readings)
+    if has.any():
+        found += clock_findings(d.site, d.device, first[has], last[has], offset_s[has], th)
+    return _DeviceResult(found, hours, data.n_readings)
+
+
+# One connection per worker process, opened by its initializer: the pool's workers outlive a task.
+_worker: dict[str, Any] = {}
+
+
+def _connect(dsn: str) -> psycopg.Connection[Any]:
+    conn = psycopg.connect(dsn, autocommit=True)
+    conn.execute("SET work_mem = '256MB'")  # the loader's hash aggregate holds a device's arrays: no spill
+    return conn
+
+
+def _worker_init(dsn: str, lo: dt.datetime | None, th: Thresholds, stl: bool) -> None:
+    _worker.update(conn=_connect(dsn), lo=lo, th=th, stl=stl)
+
+
+def _worker_audit(d: _Device) -> _DeviceResult:
+    return audit_device(_worker["conn"], d, _worker["lo"], _worker["th"], _worker["stl"])
+
+
+def default_workers() -> int:
+    """Processes for ``run_audit``: one per core, at most 2 (devices are independent; PostgreSQL
+    serves each worker's COPY on a backend of its own, so more workers than cores only contend)."""
+    return max(1, min(2, os.cpu_count() or 1))
+
+
 def run_audit(dsn: str, site: str | None = None, th: Thresholds = Thresholds(), since_ms: int | None = None,
-              stl: bool = False) -> Counter[str]:
+              stl: bool = False, workers: int | None = None) -> Counter[str]:
     """Audit every device (of ``site``); return the number of *new* findings by kind.
 
     ``since_ms``: incremental run — load readings from a little before it and keep only findings
     that start at or after it (earlier ones belong to the runs that covered that time).
     ``stl``: also report ``stl_anomaly`` (opt-in; see docs/audit.md).
+    ``workers``: processes auditing devices in parallel (default ``default_workers()``; 1 = in this
+    process). The findings do not depend on it: results are gathered in device order.
     """
     run_id = uuid.uuid4().hex[:12]
     found: list[Finding] = []
     lo_ms = None if since_ms is None else since_ms - (STL_LOOKBACK_MS if stl else LOOKBACK_MS)
     lo = None if lo_ms is None else pd.Timestamp(lo_ms, unit="ms", tz="UTC").to_pydatetime()
     sites: dict[str, _SiteHours] = {}
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        devices = conn.execute(
+    with _connect(dsn) as conn:
+        rows = conn.execute(
             "SELECT d.device_id, d.site_id, d.kind, d.rated_power_w, coalesce(d.lat, s.lat), coalesce(d.lon, s.lon) "
             "FROM devices d JOIN sites s USING (site_id) WHERE %s::text IS NULL OR d.site_id = %s ORDER BY 1",
             (site, site)).fetchall()
-        if site is not None and not devices:
+        if site is not None and not rows:
             raise AuditError(f"unknown site {site!r} (no devices registered there)")
-        for device, site_id, kind, rated, lat, lon in devices:
-            rows = conn.execute(
-                "SELECT (extract(epoch FROM ts) * 1000)::bigint, channel, energy_wh, power_w, seq FROM readings "
-                "WHERE device_id = %s AND (%s::timestamptz IS NULL OR ts >= %s) ORDER BY channel, seq, idx",
-                (device, lo, lo)).fetchall()  # device order: registers count up along it
-            if not rows:
-                if lo is None or conn.execute("SELECT 1 FROM readings WHERE device_id = %s LIMIT 1", (device,)).fetchone() is None:
-                    found.append(Finding(site_id, device, "no_data", "medium", 0, 0, {"readings": 0}))
-                continue
-            hours = sites.setdefault(site_id, _SiteHours())
-            arr = np.array([(r[0], r[2], r[3], r[4]) for r in rows], dtype=np.int64)
-            channels = np.array([r[1] for r in rows])
-            for ch in np.unique(channels):
-                m = channels == ch
-                ts, e, p, seq = arr[m, 0], arr[m, 1], arr[m, 2], arr[m, 3]
-                found += register_findings(site_id, device, ts, e, p, seq, th)
-                if ch == "import":  # PV is held to its clear-sky envelope instead (stricter than the rating)
-                    found += power_findings(site_id, device, ts, p, float(rated), th)
-                if ch == "pv" and lat is not None and lon is not None:
-                    found += pv_findings(site_id, device, ts, p, clear_sky_envelope_w(ts, lat, lon, float(rated)), th)
-                usual = float(np.median(np.diff(ts))) if ts.size > 1 else 0.0
-                w0, reg, pw, band, cov = register_vs_power(ts, e, p, MS_PER_HOUR, int(th.gap_factor * max(usual, 1.0)))
-                found += register_power_findings(site_id, device, str(ch), w0, reg, pw, band, cov, MS_PER_HOUR, th)
-                h0, energy = bucket_energy(ts, e, MS_PER_HOUR)
-                hours.add(kind, str(ch), (h0, energy), (w0, cov))
-                if stl and kind in CONSUMPTION and ch == "import":
-                    found += stl_findings(site_id, device, h0, energy)
-            frames = conn.execute(
-                "SELECT min(extract(epoch FROM r.ts) * 1000)::bigint, max(extract(epoch FROM r.ts) * 1000)::bigint, "
-                "(f.sent_ms - extract(epoch FROM f.received_at) * 1000) / 1000.0 FROM frames f "
-                "JOIN readings r USING (device_id, seq) WHERE f.device_id = %s AND (%s::timestamptz IS NULL OR r.ts >= %s) "
-                "GROUP BY f.seq, f.sent_ms, f.received_at ORDER BY f.seq", (device, lo, lo)).fetchall()
-            if frames:
-                fa = np.array(frames, dtype=np.float64)
-                found += clock_findings(site_id, device, fa[:, 0].astype(np.int64), fa[:, 1].astype(np.int64), fa[:, 2], th)
+        devices = [_Device(r[0], r[1], r[2], float(r[3]), r[4], r[5]) for r in rows]
+        n = min(workers or default_workers(), len(devices))
+        if n <= 1:
+            results = [audit_device(conn, d, lo, th, stl) for d in devices]
+        else:
+            ctx = mp.get_context("fork")  # workers inherit the imported modules and Numba's loaded kernels
+            with ProcessPoolExecutor(n, mp_context=ctx, initializer=_worker_init, initargs=(dsn, lo, th, stl)) as pool:
+                results = list(pool.map(_worker_audit, devices))
+        for d, res in zip(devices, results, strict=True):
+            found += res.findings
+            for ch, energy, covered in res.hours:
+                sites.setdefault(d.site, _SiteHours()).add(d.kind, ch, energy, covered)
         for site_id, hours in sites.items():
             found += site_balance(site_id, hours, th)
         if since_ms is not None:

@@ -65,3 +65,32 @@ def test_unknown_site_is_an_error_and_a_silent_device_is_a_no_data_finding(store
     register_device(store_db, DeviceRecord(site="s9", device="s9-quiet", kind="sub_meter",
                                            public_key="A" * 43, rated_power_w=100))
     assert run_audit(store_db, site="s9") == {"no_data": 1}
+
+
+def test_clear_sky_is_bit_identical_to_pvlib_and_reuses_the_time_terms() -> None:
+    import numpy as np
+    import pandas as pd
+    import pvlib
+
+    from audit.solar import clear_sky_ghi
+
+    ts = 1_717_200_000_000 + np.arange(0, 3 * 86_400_000, 60_000, dtype=np.int64) + 7  # 3 days, 1 minute
+    times = pd.DatetimeIndex(pd.to_datetime(ts, unit="ms", utc=True))
+    for lat, lon in [(51.5, -0.1), (36.2, 19.9), (-33.9, 151.2)]:  # the second and third reuse the time terms
+        ref = pvlib.location.Location(lat, lon, tz="UTC").get_clearsky(times, model="ineichen")["ghi"]
+        assert np.array_equal(clear_sky_ghi(ts, lat, lon), np.asarray(ref, dtype=float))
+
+
+def test_findings_do_not_depend_on_the_number_of_workers(store_db: str, tmp_path: Path) -> None:
+    load(store_db, "greenwash.yaml", tmp_path)
+
+    def findings() -> list[tuple[object, ...]]:
+        with psycopg.connect(store_db) as conn:
+            rows = conn.execute("SELECT site_id, device_id, kind, start_ts, end_ts, evidence::text FROM findings "
+                                "ORDER BY id").fetchall()
+            conn.execute("DELETE FROM findings")
+        return rows
+
+    one = run_audit(store_db, workers=1)
+    by_one = findings()
+    assert run_audit(store_db, workers=2) == one and findings() == by_one and by_one

@@ -176,3 +176,41 @@ def test_a_steady_load_integrates_to_its_register() -> None:
     _, reg, pw, band, cov = register_vs_power(ts, e, np.full(ts.size, 1000.0), 3_600_000, 300_000)
     assert reg[:2].tolist() == [1000.0, 1000.0] and np.allclose(pw[:2], 1000.0) and band[:2].tolist() == [0.0, 0.0]
     assert cov[:2].tolist() == [3_600_000, 3_600_000]
+
+
+@given(st.lists(st.integers(-3, 3), max_size=90), st.integers(0, 12))
+@settings(max_examples=300, deadline=None)
+def test_rolling_median_mad_with_many_ties_equals_the_reference(values: list[int], half: int) -> None:
+    x = np.array(values, dtype=np.float64)  # ties everywhere: the sliding window's insert/delete and MAD merge
+    med, mad = rolling_median_mad(x, half)
+    for i in range(len(values)):
+        w = x[max(0, i - half): i + half + 1]
+        assert med[i] == np.median(w)
+        assert mad[i] == np.median(np.abs(w - np.median(w)))
+
+
+def test_rolling_median_mad_with_nan_sorts_each_window_like_numpy() -> None:
+    x = np.array([1.0, np.nan, 3.0, 2.0, 5.0])
+    med, mad = rolling_median_mad(x, 1)
+    for i in range(x.size):
+        w = np.sort(x[max(0, i - 1): i + 2])
+        m = w.size
+        ref = w[m // 2] if m % 2 else 0.5 * (w[m // 2 - 1] + w[m // 2])
+        assert med[i] == ref or (np.isnan(med[i]) and np.isnan(ref))
+
+
+from audit.kernels import frame_spans  # noqa: E402
+
+
+@given(st.lists(st.integers(0, 30), max_size=40, unique=True),
+       st.lists(st.tuples(st.integers(0, 35), st.integers(-10**6, 10**6)), max_size=80))
+@settings(max_examples=300, deadline=None)
+def test_frame_spans_equal_the_reference(frames: list[int], readings: list[tuple[int, int]]) -> None:
+    fs = sorted(frames)
+    first, last, count = frame_spans(np.array(fs, np.int64), np.array([r[0] for r in readings], np.int64),
+                                     np.array([r[1] for r in readings], np.int64))
+    for k, s in enumerate(fs):
+        ts = [t for q, t in readings if q == s]
+        assert count[k] == len(ts)
+        if ts:
+            assert (first[k], last[k]) == (min(ts), max(ts))
