@@ -53,6 +53,36 @@ def copy_rows(conn: psycopg.Connection, table: str, rows: list[tuple]) -> float:
     return len(rows) / (time.perf_counter() - t0)
 
 
+def end_to_end(pg: Postgres, broker: Broker, run, messages: list, n: int, spool: Path,  # type: ignore[no-untyped-def, type-arg]
+               workers: int) -> tuple[float, float]:
+    """Seconds from first publish to last commit, and the peak RSS (MB) of one ingest process."""
+    dsn = new_db(pg, f"e2e{workers}")
+    for d in run.devices:
+        register_device(dsn, d.record)
+    procs = []
+    for w in range(workers):
+        cmd = [sys.executable, "-m", "wattproof", "ingest", "--broker", broker.url, "--db", dsn,
+               "--client-id", f"bench-ingest-{workers}-{w}", "--batch-frames", "2000", "--batch-ms", "100"]
+        procs.append(subprocess.Popen(cmd + (["--shared"] if workers > 1 else []), stderr=subprocess.PIPE, text=True))
+    for proc in procs:  # every member subscribed before the first publish
+        assert proc.stderr is not None and "ingesting from" in proc.stderr.readline()
+    fleet = FleetPublisher(broker.url, spool, run.devices).start()
+    t0 = time.perf_counter()
+    fleet.run(iter(messages))
+    peak_rss_mb = 0.0
+    while count(dsn) < n:
+        status = Path(f"/proc/{procs[0].pid}/status").read_text()
+        peak_rss_mb = max(peak_rss_mb, int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))) / 1024)
+        time.sleep(0.02)
+    seconds = time.perf_counter() - t0
+    fleet.flush()
+    fleet.close()
+    for proc in procs:
+        proc.terminate()
+        proc.wait(30)
+    return seconds, peak_rss_mb
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -66,27 +96,9 @@ def main() -> None:
         messages = list(run.messages())
         n = sum(m.n_readings for m in messages)
 
-        # (a) end to end
-        dsn = new_db(pg, "e2e")
-        for d in run.devices:
-            register_device(dsn, d.record)
-        proc = subprocess.Popen([sys.executable, "-m", "wattproof", "ingest", "--broker", broker.url, "--db", dsn,
-                                 "--client-id", "bench-ingest", "--batch-frames", "2000", "--batch-ms", "100"],
-                                stderr=subprocess.PIPE, text=True)
-        assert proc.stderr is not None and "ingesting from" in proc.stderr.readline()
-        fleet = FleetPublisher(broker.url, work / "spool", run.devices).start()
-        t0 = time.perf_counter()
-        fleet.run(iter(messages))
-        peak_rss_mb = 0.0
-        while count(dsn) < n:
-            status = Path(f"/proc/{proc.pid}/status").read_text()
-            peak_rss_mb = max(peak_rss_mb, int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))) / 1024)
-            time.sleep(0.02)
-        e2e_s = time.perf_counter() - t0
-        fleet.flush()
-        fleet.close()
-        proc.terminate()
-        proc.wait(30)
+        # (a) end to end, one ingest process; (a') two on one MQTT 5 shared subscription
+        e2e_s, peak_rss_mb = end_to_end(pg, broker, run, messages, n, work / "spool1", workers=1)
+        e2e2_s, _ = end_to_end(pg, broker, run, messages, n, work / "spool2", workers=2)
 
         rows = []
         for m in messages:
@@ -126,16 +138,22 @@ def main() -> None:
     body = table(["path", "readings", "readings/s", "vs e2e"], [
         ["(a) end to end: publish → MQTT → `wattproof ingest` (validate, verify Ed25519, COPY, commit, ack)",
          f"{n:,}", f"{e2e_rate:,.0f}", "1.0×"],
+        ["(a') the same with two ingest processes on one shared subscription (`--shared`)", f"{n:,}",
+         f"{n / e2e2_s:,.0f}", f"{e2e_s / e2e2_s:.2f}×"],
         [f"(b) naive: INSERT + COMMIT per reading (sample of {len(sample):,}, extrapolated)", f"{len(sample):,}",
          f"{naive_rate:,.0f}", f"{naive_rate / e2e_rate:.3f}×"],
         ["(c) ceiling: raw binary COPY of the same rows into a bare table (no MQTT, no validation, no keys)",
          f"{len(rows):,}", f"{copy_rate:,.0f}", f"{copy_rate / e2e_rate:.1f}×"],
-        ["(c') raw binary COPY into the real `readings` table (primary key, monthly partitions)",
+        ["(c') raw binary COPY into the real `readings` table (primary key, monthly partitions, rollup trigger)",
          f"{len(rows):,}", f"{real_rate:,.0f}", f"{real_rate / e2e_rate:.1f}×"],
     ])
     body += (f"\n\nEnd to end = {e2e_rate / naive_rate:.0f}× the naive way, {100 * e2e_rate / copy_rate:.0f}% of the bare "
              f"COPY rate and {100 * e2e_rate / real_rate:.0f}% of COPY into the real table; ingest peak RSS {peak_rss_mb:.0f} MB. Targets: ≥ 150,000 readings/s, ≥ 30× naive, "
-             "≥ 40% of COPY, RSS ≤ 300 MB. Frames of 60 readings, 10 sites × 4 devices, one ingest process.")
+             "≥ 40% of COPY, RSS ≤ 300 MB. Frames of 60 readings, 10 sites × 4 devices, one ingest process. "
+             "Where the ingest process's time goes (py-spy, 2026-11-25): Ed25519 (libsodium) ≈ 30 % of the writer "
+             "thread, msgspec decoding of the typed frame ≈ 20 %, the COPY/commit round trip ≈ 15 %, building rows "
+             "≈ 10 %; paho's network thread takes a further third of a core. Publishing is done in 0.35 s of "
+             "the ~2 s: ingest, on one core shared with PostgreSQL and Mosquitto, is the bottleneck.")
     print(body)
     write_section("bench_ingest", "Ingest (MQTT → PostgreSQL)", body)
 
