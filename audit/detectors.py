@@ -69,6 +69,13 @@ def register_findings(site: str, device: str, ts: np.ndarray, e: np.ndarray, p: 
         expected = float(np.sum(p[a + 1:b + 1] * dt[a:b]) / 3_600_000)
         out.append(Finding(site, device, "stuck_register", "high", int(ts[a]), int(ts[b]),
                            {"register_wh": int(e[a]), "readings": int(b - a), "energy_by_power_wh": round(expected, 1)}))
+    # In seq order a channel's timestamps must strictly increase: a step back is out of order (a device
+    # clock set back, readings re-sent with other times); an equal one is two readings for one instant.
+    for kind, mask in (("out_of_order", dt < 0), ("duplicate_timestamp", dt == 0)):
+        for a, b in runs(mask, 1):
+            out.append(Finding(site, device, kind, "medium", int(ts[a:b + 1].min()), int(ts[a:b + 1].max()),
+                               {"readings": int(b - a), "seq_first": int(seq[a + 1]), "seq_last": int(seq[b]),
+                                "largest_step_back_s": round(float(-dt[a:b].min()) / 1000, 3)}))
     usual = float(np.median(dt)) if dt.size else 0.0
     for i in np.flatnonzero(dt > th.gap_factor * max(usual, 1.0)):
         missing_frames = bool(seq[i + 1] - seq[i] > 1)

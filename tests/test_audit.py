@@ -40,9 +40,11 @@ def test_greenwash_every_injected_kind_is_found_with_f1_at_least_0_95(store_db: 
     with psycopg.connect(store_db) as conn:
         evidence = conn.execute("SELECT evidence FROM findings WHERE kind = 'pv_above_clear_sky'").fetchall()
     assert all(e[0]["max_power_w"] > e[0]["max_clear_sky_w"] for e in evidence)
-    # Cross-checks between meters (balance, register vs power) fire only where an injected fault broke them.
+    # Cross-checks between meters (balance, register vs power) and timestamp order fire only where an
+    # injected fault broke them (a drifting clock's correction steps back in time).
     others = {o.kind: o for o in other_findings(store_db, truth)}
-    assert {"missing_frames", "energy_imbalance"} <= set(others) <= {"missing_frames", "energy_imbalance", "register_power_mismatch"}
+    assert {"missing_frames", "energy_imbalance"} <= set(others) <= {
+        "missing_frames", "energy_imbalance", "register_power_mismatch", "out_of_order", "duplicate_timestamp"}
     for o in others.values():
         assert o.near_injected_fault == o.findings, o
 
@@ -94,3 +96,22 @@ def test_findings_do_not_depend_on_the_number_of_workers(store_db: str, tmp_path
     one = run_audit(store_db, workers=1)
     by_one = findings()
     assert run_audit(store_db, workers=2) == one and findings() == by_one and by_one
+
+
+def test_out_of_order_and_duplicate_timestamps_are_findings_and_clean_series_give_none() -> None:
+    import numpy as np
+
+    from audit.detectors import Thresholds, register_findings
+
+    ts = np.arange(20, dtype=np.int64) * 60_000 + 1_780_000_000_000
+    e = np.arange(20, dtype=np.int64) * 5 + 1000
+    p = np.full(20, 300, dtype=np.int64)
+    seq = np.arange(20, dtype=np.int64) + 1
+    assert register_findings("s", "d", ts, e, p, seq, Thresholds()) == []
+    bad = ts.copy()
+    bad[7] = bad[5] - 30_000  # one reading stamped 90 s before its predecessor
+    bad[12] = bad[11]  # two readings for one instant
+    kinds = {f.kind: f for f in register_findings("s", "d", bad, e, p, seq, Thresholds())}
+    assert set(kinds) == {"out_of_order", "duplicate_timestamp"}
+    assert kinds["out_of_order"].evidence["seq_first"] == 8 and kinds["out_of_order"].evidence["largest_step_back_s"] == 90.0
+    assert kinds["duplicate_timestamp"].evidence["seq_first"] == 13
