@@ -16,10 +16,16 @@ from numba import njit
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 
 
+@njit(cache=True, inline="always")
+def _be32(buf: np.ndarray, p: int) -> int:
+    """The big-endian 32-bit word at ``buf[p:p + 4]`` (as int64; callers treat ≥ 2**31 as negative)."""
+    return (np.int64(buf[p]) << 24) | (np.int64(buf[p + 1]) << 16) | (np.int64(buf[p + 2]) << 8) | np.int64(buf[p + 3])
+
+
 @njit(cache=True)
 def _fields(buf: np.ndarray, ncols: int) -> tuple[np.ndarray, np.ndarray]:
     pos = 11
-    flags_ext = (np.int64(buf[pos + 4]) << 24) | (np.int64(buf[pos + 5]) << 16) | (np.int64(buf[pos + 6]) << 8) | buf[pos + 7]
+    flags_ext = _be32(buf, pos + 4)
     pos += 8 + flags_ext
     cap = 1024
     off = np.empty((cap, ncols), np.int64)
@@ -38,7 +44,7 @@ def _fields(buf: np.ndarray, ncols: int) -> tuple[np.ndarray, np.ndarray]:
             l2[:n] = ln[:n]
             off, ln = o2, l2
         for k in range(ncols):
-            x = (np.int64(buf[pos]) << 24) | (np.int64(buf[pos + 1]) << 16) | (np.int64(buf[pos + 2]) << 8) | buf[pos + 3]
+            x = _be32(buf, pos)
             if x >= 0x80000000:
                 x = -1  # NULL
             pos += 4
@@ -77,15 +83,15 @@ def _array_elems(buf: np.ndarray, off: np.ndarray, ln: np.ndarray, total: int) -
         if ln[i] <= 0:
             continue
         p = off[i]
-        ndim = (np.int64(buf[p]) << 24) | (np.int64(buf[p + 1]) << 16) | (np.int64(buf[p + 2]) << 8) | buf[p + 3]
+        ndim = _be32(buf, p)
         p += 12
         if ndim == 0:
             continue
-        cnt = (np.int64(buf[p]) << 24) | (np.int64(buf[p + 1]) << 16) | (np.int64(buf[p + 2]) << 8) | buf[p + 3]
+        cnt = _be32(buf, p)
         p += 8 * ndim
         counts[i] = cnt
         for _ in range(cnt):
-            x = (np.int64(buf[p]) << 24) | (np.int64(buf[p + 1]) << 16) | (np.int64(buf[p + 2]) << 8) | buf[p + 3]
+            x = _be32(buf, p)
             if x >= 0x80000000:
                 x = -1
             p += 4
@@ -109,17 +115,17 @@ def _array_ints(buf: np.ndarray, off: np.ndarray, ln: np.ndarray, total: int) ->
         if ln[i] <= 0:
             continue
         p = off[i]
-        ndim = (np.int64(buf[p]) << 24) | (np.int64(buf[p + 1]) << 16) | (np.int64(buf[p + 2]) << 8) | buf[p + 3]
+        ndim = _be32(buf, p)
         p += 12
         if ndim == 0:
             continue
-        cnt = (np.int64(buf[p]) << 24) | (np.int64(buf[p + 1]) << 16) | (np.int64(buf[p + 2]) << 8) | buf[p + 3]
+        cnt = _be32(buf, p)
         p += 8 * ndim
         counts[i] = cnt
         if k + cnt > total:
             return out[:k], counts, False
         for _ in range(cnt):
-            n = (np.int64(buf[p]) << 24) | (np.int64(buf[p + 1]) << 16) | (np.int64(buf[p + 2]) << 8) | buf[p + 3]
+            n = _be32(buf, p)
             p += 4
             if n >= 0x80000000 or n == 0 or n > 8:
                 return out[:k], counts, False
