@@ -25,7 +25,7 @@ from ledger.backend import (
 )
 from ledger.fabric.backend import FabricLedger
 from ledger.fabric.gateway import Gateway, GatewayError, Identity
-from ledger.fabric.network import FabricNetwork
+from ledger.fabric.network import FabricNetwork, Ports
 from ledger.seal import seal_windows
 from ledger.verify import verify
 from tests.ledger_conformance import LedgerConformance, make_header, site
@@ -263,3 +263,23 @@ def test_a_fast_sequential_chain_survives_a_lagging_endorser(fabric_ledger: Fabr
         prev = header_hash(h)
     assert fabric_ledger.head(s) == prev
     assert len(fabric_ledger.list_site(s)) == 25
+
+
+def test_down_never_signals_a_pid_that_is_no_longer_ours(tmp_path: Path) -> None:
+    """network.json outlives its processes; a recorded pid reused by another process must be left alone."""
+    import subprocess
+
+    from ledger.fabric.network import State
+
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        net = FabricNetwork(tmp_path / "stale", Ports.free())
+        net.state.pids["orderer"] = bystander.pid  # as if the orderer had this pid once …
+        net.state.started["orderer"] = 1  # … in a process that started at another time
+        net.state.save()
+        again = FabricNetwork(tmp_path / "stale")
+        assert State.load(tmp_path / "stale") is not None and not again.status()["processes"]["orderer"]
+        again.down()
+        assert bystander.poll() is None  # still running
+    finally:
+        bystander.kill()

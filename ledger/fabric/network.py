@@ -128,6 +128,7 @@ class State:
     ports: Ports
     batch_timeout: str
     pids: dict[str, int] = field(default_factory=dict)
+    started: dict[str, int] = field(default_factory=dict)  # /proc start time of each pid: a reused pid is not ours
     package_id: str = ""
 
     def save(self) -> None:
@@ -342,10 +343,21 @@ class FabricNetwork:
                  chaincodeAddress=f"127.0.0.1:{cc_port}", fileSystemPath=str(d / "data"),
                  mspConfigPath=str(self._org_dir(org) / "peers" / f"peer0.{org}.{DOMAIN}" / "msp"),
                  localMspId=_msp_id(org))
+        # Gossip timers for one machine: Fabric's defaults (alive 5 s, expiry and reconnect 25 s) leave
+        # the other org's peer unknown to discovery for ~30 s after start when the first contact is
+        # missed, and the Gateway cannot satisfy AND(Org1, Org2) until then.
         p["gossip"].update(bootstrap=f"127.0.0.1:{port}", externalEndpoint=f"127.0.0.1:{port}",
-                           endpoint="", useLeaderElection=False, orgLeader=True)
+                           endpoint="", useLeaderElection=False, orgLeader=True, aliveTimeInterval="1s",
+                           aliveExpirationTimeout="5s", reconnectInterval="1s", membershipTrackerInterval="1s",
+                           requestStateInfoInterval="1s", publishStateInfoInterval="1s")
+        # Outbound TLS trusts every org's TLS CA from the start (the channel config adds them only once
+        # the peer has processed it, so the first gossip handshakes would fail).
+        bundle = self.dir / "tls-roots.pem"
+        if not bundle.exists():
+            cas = [self._peer_tls(o) / "ca.crt" for o in ORGS] + [self._orderer_ca()]
+            bundle.write_bytes(b"".join(c.read_bytes() for c in cas))
         p["tls"].update(enabled=True, clientAuthRequired=False, cert={"file": str(tls / "server.crt")},
-                        key={"file": str(tls / "server.key")}, rootcert={"file": str(tls / "ca.crt")},
+                        key={"file": str(tls / "server.key")}, rootcert={"file": str(bundle)},
                         clientRootCAs={"files": [str(tls / "ca.crt")]})
         p["gateway"]["enabled"] = True
         c["vm"]["endpoint"] = ""
@@ -364,6 +376,7 @@ class FabricNetwork:
                                 stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.dir)
         log.close()
         self.state.pids[name] = proc.pid
+        self.state.started[name] = _proc_start(proc.pid) or 0
         self.state.save()
 
     def _wait_healthy(self, name: str, ops_port: int, timeout: float = 60) -> None:
@@ -388,6 +401,8 @@ class FabricNetwork:
         pid = self.state.pids.get(name)
         if not pid:
             return False
+        if self.state.started.get(name) and _proc_start(pid) != self.state.started[name]:
+            return False  # that pid is another process now
         try:
             with open(f"/proc/{pid}/stat") as f:
                 if f.read().split(") ", 1)[1].startswith("Z"):
@@ -411,9 +426,11 @@ class FabricNetwork:
         self._wait_healthy(f"peer-{org}", self.ports.peer1_ops if org == "org1" else self.ports.peer2_ops)
 
     def stop(self, name: str, timeout: float = 10) -> None:
+        ours = self._alive(name)
         pid = self.state.pids.pop(name, None)
+        self.state.started.pop(name, None)
         self.state.save()
-        if not pid:
+        if not pid or not ours:  # gone already, or the pid now belongs to someone else: never signal it
             return
         try:
             os.killpg(pid, signal.SIGTERM)
@@ -558,6 +575,15 @@ class FabricNetwork:
                 "peer-org2": self.ports.peer2_ops}[component]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
             return str(r.read().decode())
+
+
+def _proc_start(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (/proc/<pid>/stat field 22), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(") ", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _tar(path: Path, members: dict[str, bytes]) -> None:
