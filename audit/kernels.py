@@ -107,13 +107,7 @@ def _rolling_median_mad_by_sort(x: np.ndarray, half: int) -> tuple[np.ndarray, n
 
 @njit(cache=True)
 def _insert_sorted(w: np.ndarray, m: int, v: float) -> None:
-    lo, hi = 0, m
-    while lo < hi:  # first position holding a value > v
-        mid = (lo + hi) // 2
-        if w[mid] <= v:
-            lo = mid + 1
-        else:
-            hi = mid
+    lo = np.searchsorted(w[:m], v, side="right")  # first position holding a value > v
     for j in range(m, lo, -1):
         w[j] = w[j - 1]
     w[lo] = v
@@ -121,13 +115,7 @@ def _insert_sorted(w: np.ndarray, m: int, v: float) -> None:
 
 @njit(cache=True)
 def _remove_sorted(w: np.ndarray, m: int, v: float) -> None:
-    lo, hi = 0, m
-    while lo < hi:  # first position holding a value >= v (v is present)
-        mid = (lo + hi) // 2
-        if w[mid] < v:
-            lo = mid + 1
-        else:
-            hi = mid
+    lo = np.searchsorted(w[:m], v)  # first position holding a value >= v (v is present)
     for j in range(lo, m - 1):
         w[j] = w[j + 1]
 
@@ -140,14 +128,7 @@ def _kth_deviation(w: np.ndarray, m: int, md: float, k: int) -> tuple[float, flo
     (r = first index with w ≥ md), are both ascending: the answer is the split of the k+1 smallest
     between them (binary search), as in the k-th element of two sorted arrays.
     """
-    lo, hi = 0, m
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if w[mid] < md:
-            lo = mid + 1
-        else:
-            hi = mid
-    r = lo
+    r = np.searchsorted(w[:m], md)
     n_left = r
     n_right = m - r
     need = k + 1
@@ -277,13 +258,7 @@ def _frame_spans(frame_seq: np.ndarray, reading_seq: np.ndarray, ts_ms: np.ndarr
                  last: np.ndarray, count: np.ndarray) -> None:
     for i in range(reading_seq.shape[0]):
         s = reading_seq[i]
-        lo, hi = 0, frame_seq.shape[0]
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if frame_seq[mid] < s:
-                lo = mid + 1
-            else:
-                hi = mid
+        lo = np.searchsorted(frame_seq, s)
         if lo == frame_seq.shape[0] or frame_seq[lo] != s:
             continue  # a reading whose frame is not listed
         t = ts_ms[i]

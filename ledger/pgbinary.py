@@ -72,6 +72,16 @@ def _ints(buf: np.ndarray, off: np.ndarray, ln: np.ndarray) -> np.ndarray:
     return out
 
 
+@njit(cache=True, inline="always")
+def _array_header(buf: np.ndarray, p: int) -> tuple[int, int]:
+    """Skip a 1-D binary array's header (ndim, flags, element type, then per dimension its size and
+    lower bound): (offset of the first element, element count; 0 for an empty array)."""
+    ndim = _be32(buf, p)
+    if ndim == 0:
+        return p + 12, 0
+    return p + 12 + 8 * ndim, _be32(buf, p + 12)
+
+
 @njit(cache=True)
 def _array_elems(buf: np.ndarray, off: np.ndarray, ln: np.ndarray, total: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Elements of 1-D binary arrays (``array_send``): (start, length) of each, and each array's count."""
@@ -82,13 +92,7 @@ def _array_elems(buf: np.ndarray, off: np.ndarray, ln: np.ndarray, total: int) -
     for i in range(off.size):
         if ln[i] <= 0:
             continue
-        p = off[i]
-        ndim = _be32(buf, p)
-        p += 12
-        if ndim == 0:
-            continue
-        cnt = _be32(buf, p)
-        p += 8 * ndim
+        p, cnt = _array_header(buf, off[i])
         counts[i] = cnt
         for _ in range(cnt):
             x = _be32(buf, p)
@@ -114,13 +118,7 @@ def _array_ints(buf: np.ndarray, off: np.ndarray, ln: np.ndarray, total: int) ->
     for i in range(off.size):
         if ln[i] <= 0:
             continue
-        p = off[i]
-        ndim = _be32(buf, p)
-        p += 12
-        if ndim == 0:
-            continue
-        cnt = _be32(buf, p)
-        p += 8 * ndim
+        p, cnt = _array_header(buf, off[i])
         counts[i] = cnt
         if k + cnt > total:
             return out[:k], counts, False

@@ -93,7 +93,7 @@ def reference_runs(mask: list[bool], min_len: int) -> list[tuple[int, int]]:
 
 
 @given(st.lists(st.booleans(), max_size=200), st.integers(1, 8))
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)  # the first example may JIT-compile
 def test_runs_equals_the_reference(mask: list[bool], min_len: int) -> None:
     got = runs(np.array(mask, dtype=np.bool_), min_len)
     assert [tuple(r) for r in got.tolist()] == reference_runs(mask, min_len)

@@ -570,11 +570,6 @@ class FabricNetwork:
         info, _ = json.JSONDecoder().raw_decode(out.split("Blockchain info:", 1)[1].strip())
         return int(info["height"])
 
-    def metrics(self, component: str) -> str:
-        port = {"orderer": self.ports.orderer_ops, "peer-org1": self.ports.peer1_ops,
-                "peer-org2": self.ports.peer2_ops}[component]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-            return str(r.read().decode())
 
 
 def _proc_start(pid: int) -> int | None:
