@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint sysdeps fabric-bins compose-cli clean
+.PHONY: demo test bench lint sysdeps fabric-bins compose-cli native clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,11 +14,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 ## demo: create .venv, install, run the whole path on embedded defaults
-demo: $(STAMP)
+demo: $(STAMP) native
 	$(VENV)/bin/wattproof demo
 
 ## test: install what the tests need (system packages, Fabric binaries, Python deps), run everything
 test: $(STAMP) sysdeps fabric-bins compose-cli
+	WATTPROOF_REQUIRE_NATIVE=1 bash ledger/native/build.sh
 	$(PY) -m pytest -q
 
 sysdeps:
@@ -27,11 +28,16 @@ sysdeps:
 compose-cli:
 	bash docker/build-compose-cli.sh
 
+## native: the Rust frame checks (ledger/native) into .cache/native; a warning without cargo
+native:
+	bash ledger/native/build.sh
+
 fabric-bins:
 	@if [ -f ledger/fabric/build-binaries.sh ]; then bash ledger/fabric/build-binaries.sh; fi
 
 ## bench: run every benchmark and rewrite benchmarks/RESULTS.md
 bench: $(STAMP) sysdeps fabric-bins
+	WATTPROOF_REQUIRE_NATIVE=1 bash ledger/native/build.sh
 	$(PY) -m benchmarks.run_all
 
 ## lint: ruff over everything, mypy over the pure packages

@@ -128,7 +128,7 @@ def _kth_deviation(w: np.ndarray, m: int, md: float, k: int) -> tuple[float, flo
     (r = first index with w ≥ md), are both ascending: the answer is the split of the k+1 smallest
     between them (binary search), as in the k-th element of two sorted arrays.
     """
-    r = np.searchsorted(w[:m], md)
+    r = int(np.searchsorted(w[:m], md))
     n_left = r
     n_right = m - r
     need = k + 1

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import msgspec
@@ -216,28 +217,25 @@ if _SHA is not None:
     _sha_init, _sha_update, _sha_final = _SHA
 
     # ctypes functions are dynamic globals: these kernels cannot be cached on disk (compiled once per process).
-    @njit
-    def _leaf_hash_kernel(hashes, dev_buf, dev_off, dev, ch_buf, ch_off, ch, fr_buf, fr_off, fr, ts, e, p, seq, idx,
-                          scratch_len, kc, kd, ke, kf, ki, kp, ks, kt, kend, hexd):  # type: ignore[no-untyped-def]
+    @njit(nogil=True)
+    def _leaf_hash_kernel(hashes, lo, hi, dev_buf, dev_off, dev, ch_buf, ch_off, ch, fr_buf, fr_off, fr, ts, e, p, seq,
+                          idx, scratch_len, kc, kd, ke, kf, ki, kp, ks, kt, kend, hexd):  # type: ignore[no-untyped-def]
         tmp = np.empty(24, np.uint8)
         buf = np.empty(scratch_len, np.uint8)
         ctx = np.zeros(CTX_BYTES, np.uint8)
         b, c, o = buf.ctypes.data, ctx.ctypes.data, hashes.ctypes.data
-        for i in range(ts.size):
+        for i in range(lo, hi):
             n = _write_leaf(buf, 0, i, dev_buf, dev_off, dev, ch_buf, ch_off, ch, fr_buf, fr_off, fr, ts, e, p, seq,
                             idx, tmp, kc, kd, ke, kf, ki, kp, ks, kt, kend, hexd)
             _sha_init(c)
             _sha_update(c, b, n)
             _sha_final(o + 32 * i, c)
 
-    @njit
-    def _root_kernel(level):  # type: ignore[no-untyped-def]
-        # RFC 6962 §2.1 bottom-up, in place: node i of the next level = SHA-256(0x01 || 2i || 2i+1), which are
-        # adjacent in memory; an odd last node moves up unchanged (same heads as the recursive split).
-        ctx = np.zeros(CTX_BYTES, np.uint8)
-        one = np.ones(1, np.uint8)
+    @njit(nogil=True)
+    def _root_in_place(level, m, ctx, one):  # type: ignore[no-untyped-def]
+        # RFC 6962 §2.1 bottom-up, in place over level[:m]: node i of the next level = SHA-256(0x01 || 2i || 2i+1),
+        # which are adjacent in memory; an odd last node moves up unchanged (same heads as the recursive split).
         c, w, pre = ctx.ctypes.data, level.ctypes.data, one.ctypes.data
-        m = level.shape[0]
         while m > 1:
             half = m // 2
             for i in range(half):
@@ -249,15 +247,47 @@ if _SHA is not None:
                 level[half, :] = level[m - 1, :]
             m = half + m % 2
 
+    @njit(nogil=True)
+    def _root_kernel(level):  # type: ignore[no-untyped-def]
+        _root_in_place(level, level.shape[0], np.zeros(CTX_BYTES, np.uint8), np.ones(1, np.uint8))
 
-def leaf_hashes(c: LeafColumns) -> np.ndarray:
-    """``(n, 32)`` uint8: SHA-256(0x00 || leaf) of every reading (RFC 6962 §2.1)."""
+    @njit(nogil=True)
+    def _roots_kernel(hashes, starts, out, empty):  # type: ignore[no-untyped-def]
+        ctx = np.zeros(CTX_BYTES, np.uint8)
+        one = np.ones(1, np.uint8)
+        widest = 0
+        for b in range(starts.size - 1):
+            widest = max(widest, starts[b + 1] - starts[b])
+        level = np.empty((max(widest, 1), 32), np.uint8)
+        for b in range(starts.size - 1):
+            m = starts[b + 1] - starts[b]
+            if m == 0:
+                out[b, :] = empty
+                continue
+            level[:m, :] = hashes[starts[b]:starts[b + 1], :]
+            _root_in_place(level, m, ctx, one)
+            out[b, :] = level[0, :]
+
+
+def _spans(n: int, parts: int) -> list[tuple[int, int]]:
+    cuts = [n * k // parts for k in range(parts + 1)]
+    return [(cuts[k], cuts[k + 1]) for k in range(parts) if cuts[k + 1] > cuts[k]]
+
+
+def leaf_hashes(c: LeafColumns, threads: int = 1) -> np.ndarray:
+    """``(n, 32)`` uint8: SHA-256(0x00 || leaf) of every reading (RFC 6962 §2.1), on ``threads`` threads."""
     n = len(c)
     out = np.empty((n, 32), np.uint8)
     if n == 0:
         return out
     if NATIVE:
-        _leaf_hash_kernel(out, *_kernel_args(c), c.scratch_len(), *_KEYS)
+        args = (*_kernel_args(c), c.scratch_len(), *_KEYS)
+        spans = _spans(n, threads if n >= 100_000 else 1)
+        if len(spans) == 1:
+            _leaf_hash_kernel(out, 0, n, *args)
+        else:  # the kernel releases the GIL: one thread per span
+            with ThreadPoolExecutor(len(spans)) as pool:
+                list(pool.map(lambda span: _leaf_hash_kernel(out, span[0], span[1], *args), spans))
         return out
     buf, offs = encode_leaves(c)
     raw = buf.tobytes()
@@ -281,6 +311,54 @@ def root(hashes: np.ndarray) -> bytes:
     from ledger import merkle
 
     return merkle.root_from_leaf_hashes([level[i].tobytes() for i in range(n)])
+
+
+def roots(hashes: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """``(nb, 32)``: the RFC 6962 root of each run ``hashes[starts[b]:starts[b + 1]]`` (empty run: SHA-256 of "")."""
+    nb = max(len(starts) - 1, 0)
+    out = np.empty((nb, 32), np.uint8)
+    starts = np.ascontiguousarray(starts, np.int64)
+    if NATIVE:
+        _roots_kernel(np.ascontiguousarray(hashes, np.uint8).reshape(-1, 32), starts, out,
+                      np.frombuffer(EMPTY_ROOT, np.uint8))
+        return out
+    for b in range(nb):
+        out[b] = np.frombuffer(root(hashes[starts[b]:starts[b + 1]]), np.uint8)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _rows_differ(a, ai, b, bi, out):  # type: ignore[no-untyped-def]
+    for j in range(ai.size):
+        x, y = a[ai[j]], b[bi[j]]
+        for k in range(x.size):
+            if x[k] != y[k]:
+                out[j] = True
+                break
+
+
+@njit(cache=True, nogil=True)
+def _gather(buf, offs, lens, out):  # type: ignore[no-untyped-def]
+    pos = 0
+    for k in range(offs.size):
+        out[pos:pos + lens[k]] = buf[offs[k]:offs[k] + lens[k]]
+        pos += lens[k]
+
+
+def gather(buf: np.ndarray, offs: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """``buf[offs[0]:+lens[0]] + buf[offs[1]:+lens[1]] + …`` as one uint8 array."""
+    lens = np.ascontiguousarray(lens, np.int64)
+    out = np.empty(int(lens.sum()), np.uint8)
+    _gather(buf, np.ascontiguousarray(offs, np.int64), lens, out)
+    return out
+
+
+def rows_differ(a: np.ndarray, ai: np.ndarray, b: np.ndarray, bi: np.ndarray) -> np.ndarray:
+    """``(m,)`` bool: ``a[ai[j]] != b[bi[j]]`` as whole rows (``(a[ai] != b[bi]).any(axis=1)`` without the copies)."""
+    out = np.zeros(len(ai), bool)
+    if len(ai):
+        _rows_differ(a, np.ascontiguousarray(ai, np.int64), b, np.ascontiguousarray(bi, np.int64), out)
+    return out
 
 
 def as_bytes_list(hashes: np.ndarray) -> list[bytes]:

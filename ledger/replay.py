@@ -12,9 +12,11 @@ Pure reporting: it never writes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import re
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
@@ -26,7 +28,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from nacl.bindings import crypto_sign_open
 from nacl.exceptions import BadSignatureError, CryptoError
 
-from ledger import bulk
+from firmware_sim.wire import MAX_FRAME_BYTES
+from ledger import bulk, nativelib
 from ledger.backend import LedgerBackend, header_bytes
 from ledger.pgbinary import Rows, copy_out
 
@@ -81,43 +84,99 @@ def _frame_ok_fast(raw_z: bytes, sha: bytes, public_key: bytes | None, unz: zsta
         return False
 
 
+def _enter_snapshot(conn: psycopg.Connection[Any], snapshot: str) -> None:
+    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    if not re.fullmatch(r"[0-9A-Fa-f-]+", snapshot):
+        raise ValueError(f"not a snapshot id: {snapshot!r}")
+    conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")  # takes no parameter
+    conn.execute("SET LOCAL jit = off")
+
+
+def _copy_in_snapshot(dsn: str, snapshot: str, query: str, params: Any) -> np.ndarray:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        _enter_snapshot(conn, snapshot)
+        out = copy_out(conn, query, params)
+        conn.execute("COMMIT")
+    return out
+
+
+FRAME_ONLY = "AND (f.device_id, f.seq) IN (SELECT device_id, seq FROM readings WHERE batch_id = ANY(%(b)s))"
+FRAMES_OF = ("FROM frames f JOIN unnest(%(d)s::text[]) WITH ORDINALITY AS dv(device_id, dno) USING (device_id) "
+             "WHERE ((f.seq %% %(n)s) + %(n)s) %% %(n)s = %(k)s ")
+
+
+def _frame_index(conn: psycopg.Connection[Any], devices: list[str],
+                 batch_ids: list[str] | None) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
+    """Every frame the check covers, without its bytes: (device code, seq, recorded SHA-256), for the leaves."""
+    rows = Rows(copy_out(conn, "SELECT (dv.dno - 1)::int4, f.seq, f.frame_sha256 " + FRAMES_OF
+                         + ("" if batch_ids is None else FRAME_ONLY),
+                         {"d": devices, "n": 1, "k": 0, "b": batch_ids}), 3)
+    raw, off, ln = rows.raw(), rows.off, rows.ln
+    return rows.ints(0).astype(np.int32), rows.ints(1), [raw[off[i, 2]:off[i, 2] + ln[i, 2]] for i in range(len(rows))]
+
+
+def _lower_priority() -> None:
+    """Frame workers yield the CPU to the loading and comparing (which wait for nobody) and use what is left."""
+    with contextlib.suppress(OSError):
+        os.nice(10)
+
+
 def _frames_part(dsn: str, devices: list[str], batch_ids: list[str] | None, part: int, parts: int,
-                 snapshot: str | None = None) -> tuple[np.ndarray, np.ndarray, list[bytes], dict[int, str]]:
-    """One share of the frames (by ``seq`` mod ``parts``): (device code, seq, recorded SHA-256, problems).
+                 snapshot: str | None = None, threads: int = 1) -> list[tuple[int, int, str]]:
+    """The problems of one share of the frames (by ``seq`` mod ``parts``): (device code, seq, why) of each
+    frame that is unreadable, differs from its recorded SHA-256 or whose device signature does not verify.
     ``snapshot``: the caller's exported snapshot, so that every share sees the same store as it does."""
     from ledger.verify import frame_problem
 
     unz = zstandard.ZstdDecompressor()
     with psycopg.connect(dsn, autocommit=True) as conn:
         if snapshot is not None:
-            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            if not re.fullmatch(r"[0-9A-Fa-f-]+", snapshot):
-                raise ValueError(f"not a snapshot id: {snapshot!r}")
-            conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")  # takes no parameter
+            _enter_snapshot(conn, snapshot)
         raw_keys = {d: bytes(k) for d, k in conn.execute("SELECT device_id, public_key FROM devices")}
         keys = {d: Ed25519PublicKey.from_public_bytes(k) for d, k in raw_keys.items()}
-        only = ("" if batch_ids is None else
-                "AND (f.device_id, f.seq) IN (SELECT device_id, seq FROM readings WHERE batch_id = ANY(%(b)s))")
-        rows = Rows(copy_out(conn, "SELECT (dv.dno - 1)::int4, f.seq, f.frame_sha256, f.raw_zstd FROM frames f "
-                                   "JOIN unnest(%(d)s::text[]) WITH ORDINALITY AS dv(device_id, dno) USING (device_id) "
-                                   f"WHERE ((f.seq %% %(n)s) + %(n)s) %% %(n)s = %(k)s {only}",
-                            {"d": devices, "n": parts, "k": part, "b": batch_ids}), 4)
+        rows = Rows(copy_out(conn, "SELECT (dv.dno - 1)::int4, f.seq, f.frame_sha256, f.raw_zstd " + FRAMES_OF
+                             + ("" if batch_ids is None else FRAME_ONLY),
+                             {"d": devices, "n": parts, "k": part, "b": batch_ids}), 4)
         if snapshot is not None:
             conn.execute("COMMIT")
     dno, seq = rows.ints(0).astype(np.int32), rows.ints(1)
     raw = rows.raw()
     off, ln = rows.off, rows.ln
-    shas = [raw[off[i, 2]:off[i, 2] + ln[i, 2]] for i in range(len(rows))]
-    bad: dict[int, str] = {}
     dev_keys = [raw_keys.get(d) for d in devices]
-    for i in range(len(rows)):
-        raw_z = raw[off[i, 3]:off[i, 3] + ln[i, 3]]
-        if _frame_ok_fast(raw_z, shas[i], dev_keys[dno[i]], unz):
+    if nativelib.LIB is not None:
+        proven = nativelib.check_frames(rows.buf, off[:, 3], ln[:, 3], off[:, 2], ln[:, 2], dev_keys, dno,
+                                        MAX_FRAME_BYTES, threads)
+        todo: Any = np.flatnonzero(~proven).tolist()
+    else:
+        todo = range(len(rows))
+    bad = []
+    for i in todo:
+        raw_z, sha = raw[off[i, 3]:off[i, 3] + ln[i, 3]], raw[off[i, 2]:off[i, 2] + ln[i, 2]]
+        if nativelib.LIB is None and _frame_ok_fast(raw_z, sha, dev_keys[dno[i]], unz):
             continue
-        why = frame_problem(raw_z, shas[i], keys.get(devices[dno[i]]), unz)
+        why = frame_problem(raw_z, sha, keys.get(devices[dno[i]]), unz)
         if why is not None:
-            bad[i] = why
-    return dno, seq, shas, bad
+            bad.append((int(dno[i]), int(seq[i]), why))
+    return bad
+
+
+def _attach_bad_frames(reports: list[Any], seen: Seen, findex: tuple[np.ndarray, np.ndarray, list[bytes]],
+                       bad: list[tuple[int, int, str]]) -> None:
+    """Each batch lists the bad frames its readings came in (from any window), once each, by (device, seq)."""
+    if not bad:
+        return
+    c_bno, frame_row, all_devs = seen
+    f_dev, f_seq = findex[0], findex[1]
+    why = {(d, q): w for d, q, w in bad}
+    rows = {(int(d), int(q)): i for i, (d, q) in enumerate(zip(f_dev.tolist(), f_seq.tolist(), strict=True))
+            if (d, q) in why}
+    bad_mask = np.zeros(len(f_dev), bool)
+    bad_mask[list(rows.values())] = True
+    hit = (frame_row >= 0) & bad_mask[np.maximum(frame_row, 0)]
+    for b, fr in sorted(set(zip(c_bno[hit].tolist(), frame_row[hit].tolist(), strict=True)),
+                        key=lambda t: (t[0], all_devs[int(f_dev[t[1]])], int(f_seq[t[1]]))):
+        d, q = int(f_dev[fr]), int(f_seq[fr])
+        reports[b].bad_frames.append((all_devs[d], q, why[(d, q)]))
 
 
 def _dense(*cols: np.ndarray) -> tuple[list[np.ndarray], int]:
@@ -144,13 +203,14 @@ def _pack(parts: list[tuple[np.ndarray, int]]) -> np.ndarray:
 
 def verify_bulk(dsn: str, backend: LedgerBackend, site: str | None = None, start: datetime | None = None,
                 end: datetime | None = None, workers: int | None = None) -> list[Any]:
-    from ledger.verify import BatchReport, verify_one_batch_rows
+    from ledger.verify import verify_one_batch_rows
 
     params = {"site": site, "start": start, "end": end}
     with psycopg.connect(dsn) as conn:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
         with conn.transaction():
+            conn.execute("SET LOCAL jit = off")  # compiling the plan costs more than it saves here
             devices = sorted(d for (d,) in conn.execute("SELECT device_id FROM devices"))
             meta = conn.execute("SELECT batch_id, site_id, window_start, window_end, header, cardinality(leaf_devices), "
                                 "cardinality(leaf_seqs), cardinality(leaf_idxs), length(leaf_hashes) FROM batches "
@@ -166,40 +226,35 @@ def verify_bulk(dsn: str, backend: LedgerBackend, site: str | None = None, start
             # More shares than workers: this process takes the shares no worker has started once its
             # own work (the readings) is done, so no core idles at the end.
             parts = procs * 3 if procs > 1 else 1
-            pool = ProcessPoolExecutor(procs) if procs > 1 else None
+            pool = ProcessPoolExecutor(procs, initializer=_lower_priority) if procs > 1 else None
             try:
                 futs = [pool.submit(_frames_part, dsn, devices, only, k, parts, snap)
                         for k in range(parts)] if pool else []
-                stored = Rows(copy_out(conn, "SELECT leaf_devices, leaf_seqs, leaf_idxs, leaf_hashes FROM batches "
-                                       + BATCH_FILTER, params), 4)
-                cur = load_current(conn, batch_ids, devices)
+                # the stored leaves come over a second connection in the same snapshot, meanwhile
+                with ThreadPoolExecutor(1) as side:
+                    fut = side.submit(_copy_in_snapshot, dsn, snap, "SELECT leaf_devices, leaf_seqs, leaf_idxs, "
+                                      "leaf_hashes FROM batches " + BATCH_FILTER, params)
+                    cur = load_current(conn, batch_ids, devices, snap, dsn)
+                    findex = _frame_index(conn, devices, only)
+                    stored = Rows(fut.result(), 4)
+                reports, on_ledger, check, slow = _ledger_side(meta, backend, cur)
+                seen = _compare(reports, meta, on_ledger, check, stored, cur, findex, devices)
                 if pool:
+                    # the shares no worker has started yet are done here, so no core idles at the end
                     mine = {k: _frames_part(dsn, devices, only, k, parts, snap)
                             for k in reversed(range(parts)) if futs[k].cancel()}
-                    frames = [mine[k] if k in mine else futs[k].result() for k in range(parts)]
+                    bad = [p for k in range(parts) for p in (mine[k] if k in mine else futs[k].result())]
                 else:
-                    frames = [_frames_part(dsn, devices, only, 0, 1, snap)]
+                    bad = _frames_part(dsn, devices, only, 0, 1, snap, threads=2)
             finally:
                 if pool:
                     pool.shutdown()
-
-            reports = [BatchReport(m[0], m[1]) for m in meta]
-            on_ledger = [backend.get(m[0]) for m in meta]
-            check = np.zeros(len(meta), bool)
-            slow: list[int] = []
-            for b, (m, got) in enumerate(zip(meta, on_ledger, strict=True)):
-                if got is None:
-                    reports[b].status = "missing_on_ledger"
-                elif m[5] != m[6] or m[5] != m[7] or (m[8] or 0) != 32 * (m[5] or 0):
-                    slow.append(b)
-                else:
-                    check[b] = True
-                    if header_bytes(got[0]) != bytes(m[4]):
-                        reports[b].status = "header_mismatch"
-            if (cur["ch"] == 3).any():  # a channel outside the schema's CHECK: let the row path name it
-                slow = [b for b in range(len(meta)) if check[b]] + slow
-                check[:] = False
-            _compare(reports, meta, on_ledger, check, stored, cur, frames, devices)
+            if seen is not None:
+                _attach_bad_frames(reports, seen, findex, bad)
+            for b in np.flatnonzero(check):
+                rep = reports[b]
+                if rep.changed or rep.deleted or rep.inserted or rep.bad_frames:
+                    rep.status = "tampered"
             if slow:
                 keys = {d: Ed25519PublicKey.from_public_bytes(bytes(k))
                         for d, k in conn.execute("SELECT device_id, public_key FROM devices")}
@@ -208,6 +263,30 @@ def verify_bulk(dsn: str, backend: LedgerBackend, site: str | None = None, start
                     m = meta[b]
                     reports[b] = verify_one_batch_rows(conn, backend, m[0], m[1], m[2], m[3], bytes(m[4]), keys, unz)
     return reports
+
+
+def _ledger_side(meta: list[Any], backend: LedgerBackend,
+                 cur: dict[str, np.ndarray]) -> tuple[list[Any], list[Any], np.ndarray, list[int]]:
+    """Reports, the ledger's records, which batches the column path checks and which go row by row."""
+    from ledger.verify import BatchReport
+
+    reports = [BatchReport(m[0], m[1]) for m in meta]
+    on_ledger = [backend.get(m[0]) for m in meta]
+    check = np.zeros(len(meta), bool)
+    slow: list[int] = []
+    for b, (m, got) in enumerate(zip(meta, on_ledger, strict=True)):
+        if got is None:
+            reports[b].status = "missing_on_ledger"
+        elif m[5] != m[6] or m[5] != m[7] or (m[8] or 0) != 32 * (m[5] or 0):
+            slow.append(b)
+        else:
+            check[b] = True
+            if header_bytes(got[0]) != bytes(m[4]):
+                reports[b].status = "header_mismatch"
+    if (cur["ch"] == 3).any():  # a channel outside the schema's CHECK: let the row path name it
+        slow = [b for b in range(len(meta)) if check[b]] + slow
+        check[:] = False
+    return reports, on_ledger, check, slow
 
 
 CURRENT_QUERY = """
@@ -225,14 +304,28 @@ CROSS JOIN LATERAL (
 _CUR_COLS = ("dno", "ts", "ch", "e", "p", "seq", "idx")
 
 
-def load_current(conn: psycopg.Connection[Any], batch_ids: list[str], devices: list[str]) -> dict[str, np.ndarray]:
+def load_current(conn: psycopg.Connection[Any], batch_ids: list[str], devices: list[str],
+                 snapshot: str | None = None, dsn: str | None = None) -> dict[str, np.ndarray]:
     """Today's readings of the batches as columns: those ``load_leaves`` would read for each (the batch's
     site and window, marked with its id), frame or not. One binary COPY row per batch: its readings
-    come as arrays, so the client does no work per reading (psycopg hands COPY output over row by row)."""
-    rows = Rows(copy_out(conn, CURRENT_QUERY, {"b": batch_ids, "d": devices}), 9)
+    come as arrays, so the client does no work per reading (psycopg hands COPY output over row by row).
+    With ``snapshot`` (exported by ``conn``'s transaction) and ``dsn``, the second half of the batches
+    comes over a second connection at the same time, so the server works on two cores."""
+    if snapshot is None or dsn is None or len(batch_ids) < 2:
+        return _current_columns(copy_out(conn, CURRENT_QUERY, {"b": batch_ids, "d": devices}), 0)
+    half = len(batch_ids) // 2
+    with ThreadPoolExecutor(1) as side:
+        fut = side.submit(_copy_in_snapshot, dsn, snapshot, CURRENT_QUERY, {"b": batch_ids[half:], "d": devices})
+        first = _current_columns(copy_out(conn, CURRENT_QUERY, {"b": batch_ids[:half], "d": devices}), 0)
+        second = _current_columns(fut.result(), half)
+    return {k: np.concatenate([first[k], second[k]]) for k in first}
+
+
+def _current_columns(buf: np.ndarray, bno_base: int) -> dict[str, np.ndarray]:
+    rows = Rows(buf, 9)
     counts = rows.ints(1)
     total = int(counts.sum())
-    out = {"bno": np.repeat(rows.ints(0), counts)}
+    out = {"bno": np.repeat(rows.ints(0) + bno_base, counts)}
     for k, name in enumerate(_CUR_COLS, start=2):
         vals, got = rows.array_ints(k, total)
         if not np.array_equal(got, counts):
@@ -241,12 +334,16 @@ def load_current(conn: psycopg.Connection[Any], batch_ids: list[str], devices: l
     return out
 
 
+Seen = tuple[np.ndarray, np.ndarray, list[str]]  # (batch of each checked reading, its frame row or -1, device names)
+
+
 def _compare(reports: list[Any], meta: list[Any], on_ledger: list[Any], check: np.ndarray, stored: Rows,
-             cur: dict[str, np.ndarray],
-             frames: list[tuple[np.ndarray, np.ndarray, list[bytes], dict[int, str]]], devices: list[str]) -> None:
+             cur: dict[str, np.ndarray], findex: tuple[np.ndarray, np.ndarray, list[bytes]],
+             devices: list[str]) -> Seen | None:
+    """Leaves and roots of the checked batches; returns which frame each of their readings came in."""
     nb = len(meta)
     if not check.any():
-        return
+        return None
     # Batch records whose arrays disagree in length (replayed row by row) are left out here, so that
     # the other batches' columns stay aligned.
     good = np.array([m[5] == m[6] == m[7] and (m[8] or 0) == 32 * (m[5] or 0) for m in meta], bool)
@@ -274,25 +371,31 @@ def _compare(reports: list[Any], meta: list[Any], on_ledger: list[Any], check: n
     s_dev = rank[np.repeat(run_code, np.diff(np.append(runs, eo.size)))] if eo.size else np.zeros(0, np.int64)
     s_seq = stored.array_ints(1, int(column(6)[1].sum()))[0][column(6)[0]]
     s_idx = stored.array_ints(2, int(column(7)[1].sum()))[0][column(7)[0]]
-    s_bno = np.repeat(np.arange(nb, dtype=np.int64), counts)
     hoff, hln = stored.off[:, 3], stored.ln[:, 3]
-    s_hash = np.concatenate([stored.buf[hoff[b]:hoff[b] + max(hln[b], 0)] for b in range(nb) if good[b]] + [np.zeros(0, np.uint8)]).reshape(-1, 32) \
-        if nb else np.zeros((0, 32), np.uint8)
+    s_hash = bulk.gather(stored.buf, hoff[good], np.maximum(hln[good], 0)).reshape(-1, 32)
     starts = np.concatenate([[0], np.cumsum(counts)])
+    side = ThreadPoolExecutor(1)  # the roots (GIL released) while this thread goes on
+    roots_fut = side.submit(bulk.roots, s_hash, starts)
+    try:
+        seen = _compare_leaves(reports, nb, check, s_hash, s_dev, s_seq, s_idx, counts, cur, findex, all_devs,
+                               all_devs_sorted, rank)
+        roots = roots_fut.result()
+    finally:
+        side.shutdown()
     for b in np.flatnonzero(check):
         header = on_ledger[b][0]
-        if bulk.root(s_hash[starts[b]:starts[b + 1]]).hex() != header.root or counts[b] != header.leaf_count:
+        if roots[b].tobytes().hex() != header.root or counts[b] != header.leaf_count:
             reports[b].status = "tampered"
+    return seen
 
-    # --- frames: recorded SHA-256 (for the leaves) and problems, by (device, seq)
-    f_dev = np.concatenate([f[0] for f in frames]).astype(np.int64)
-    f_seq = np.concatenate([f[1] for f in frames])
-    f_sha = [s for f in frames for s in f[2]]
-    bad: dict[int, str] = {}
-    base = 0
-    for f in frames:
-        bad.update({base + i: why for i, why in f[3].items()})
-        base += len(f[0])
+
+def _compare_leaves(reports: list[Any], nb: int, check: np.ndarray, s_hash: np.ndarray, s_dev: np.ndarray,
+                    s_seq: np.ndarray, s_idx: np.ndarray, counts: np.ndarray, cur: dict[str, np.ndarray],
+                    findex: tuple[np.ndarray, np.ndarray, list[bytes]], all_devs: list[str],
+                    all_devs_sorted: list[str], rank: np.ndarray) -> Seen:
+    s_bno = np.repeat(np.arange(nb, dtype=np.int64), counts)
+    # --- frames: recorded SHA-256 (for the leaves), by (device, seq)
+    f_dev, f_seq, f_sha = findex[0].astype(np.int64), findex[1], findex[2]
 
     # --- current readings of the checked batches
     c_bno = cur["bno"]
@@ -311,14 +414,7 @@ def _compare(reports: list[Any], meta: list[Any], on_ledger: list[Any], check: n
     has_frame = (pos < len(fkey_sorted)) & (fkey_sorted[pos_c] == ckey) if len(fkey_sorted) else np.zeros(len(ckey), bool)
     frame_row = np.where(has_frame, order[pos_c] if len(order) else 0, -1)
 
-    # bad frames per batch: the distinct frames its readings came in (any window), once each
-    if bad:
-        bad_mask = np.zeros(len(f_dev), bool)
-        bad_mask[list(bad)] = True
-        hit = has_frame & bad_mask[np.maximum(frame_row, 0)]
-        for b, fr in sorted(set(zip(c_bno[hit].tolist(), frame_row[hit].tolist(), strict=True)),
-                            key=lambda t: (t[0], all_devs[int(f_dev[t[1]])], int(f_seq[t[1]]))):
-            reports[b].bad_frames.append((all_devs[int(f_dev[fr])], int(f_seq[fr]), bad[fr]))
+    seen = (c_bno, frame_row, all_devs)
 
     # leaves as they are today: in the batch's window and site (as loaded), with their frame
     live = has_frame
@@ -331,7 +427,7 @@ def _compare(reports: list[Any], meta: list[Any], on_ledger: list[Any], check: n
                             channel=cur["ch"][keep][live].astype(np.int32), frame=frame_row[live].astype(np.int32),
                             ts_ms=ts_ms, energy_wh=cur["e"][keep][live], power_w=cur["p"][keep][live],
                             seq=c_seq[live], idx=cur["idx"][keep][live])
-    c_hash = bulk.leaf_hashes(cols)
+    c_hash = bulk.leaf_hashes(cols, threads=2)
     c_bno, c_dev, c_seq, c_idx = c_bno[live], c_dev[live], c_seq[live], cols.idx
     c_ch, c_ts = cols.channel, ts_ms
 
@@ -364,7 +460,7 @@ def _compare(reports: list[Any], meta: list[Any], on_ledger: list[Any], check: n
     p = np.searchsorted(skey, ckey_s)
     pc = np.minimum(p, max(len(skey) - 1, 0))
     found = (p < len(skey)) & (skey[pc] == ckey_s) if len(skey) else np.zeros(len(ckey_s), bool)
-    diff = found & (s_hash[s_rows[pc]] != c_hash[co]).any(axis=1) if len(skey) else found
+    diff = found & bulk.rows_differ(s_hash, s_rows[pc], c_hash, co) if len(skey) else found
     q = np.searchsorted(ckey_s, skey)
     qc = np.minimum(q, max(len(ckey_s) - 1, 0))
     still = (q < len(ckey_s)) & (ckey_s[qc] == skey) if len(ckey_s) else np.zeros(len(skey), bool)
@@ -381,7 +477,4 @@ def _compare(reports: list[Any], meta: list[Any], on_ledger: list[Any], check: n
     for j in np.flatnonzero(~still):
         r = s_rows[j]
         reports[int(s_bno[r])].deleted.append(name(int(s_dev[r]), int(s_seq[r]), int(s_idx[r])))
-    for b in np.flatnonzero(check):
-        rep = reports[b]
-        if rep.changed or rep.deleted or rep.inserted or rep.bad_frames:
-            rep.status = "tampered"
+    return seen

@@ -1,0 +1,274 @@
+//! wattproof's native frame checks, called from Python through ctypes (`ledger/nativelib.py`).
+//!
+//! Owns one job: deciding fast that many signed frames are authentic, with well-kept libraries
+//! (ed25519-dalek's batch verification, zstd, sha2, base64) and no cryptography of its own.
+//! It only ever says "proven good" (0) or "not proven" (1) per frame; every "not proven" frame is
+//! decided, and its problem worded, by the Python reference check (decode, RFC 8785, OpenSSL), so a
+//! disagreement can only make this faster path slower, never more lenient than the key holder.
+//!
+//! What "proven good" means (docs/proofs.md, "Fast frame check"):
+//! * `wp_check_frames`: the stored frame decompresses (at most `max_raw` bytes), its SHA-256 equals
+//!   the recorded one, it holds exactly one `"sig":"…"` member whose value is 64 bytes of base64url,
+//!   and the device's Ed25519 signature covers the frame's bytes with that member removed — the
+//!   bytes the firmware signs (canonical JSON without `sig`).
+//! * `wp_verify_batch`: each `(message, signature, key)` verifies.
+//!
+//! Signatures are checked in batches of up to `BATCH` with `ed25519_dalek::verify_batch`
+//! (random linear combination, coefficients derived from a transcript of the whole batch, so the
+//! same input always gives the same answer); a batch that fails is checked one signature at a time
+//! with `VerifyingKey::verify` to find the good ones.
+//!
+//! Safety: the C entry points trust the caller for pointers and lengths (the Python side builds
+//! them from numpy arrays it owns); nothing else here is `unsafe`, and no input byte can panic.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use ed25519_dalek::{Signature, VerifyingKey};
+use sha2::{Digest, Sha256};
+use std::slice;
+
+const OK: u8 = 0;
+const NOT_PROVEN: u8 = 1;
+const BATCH: usize = 256;
+const SIG_KEY: &[u8] = b"\"sig\":\"";
+
+/// ABI version: bump when a signature below changes (the loader refuses a stale library).
+#[no_mangle]
+pub extern "C" fn wp_abi_version() -> u32 {
+    1
+}
+
+struct Pending<'k> {
+    pos: usize,
+    msg: Vec<u8>,
+    sig: Signature,
+    key: &'k VerifyingKey,
+}
+
+/// Check `items` (a batch), writing OK into `out[item.pos]` for each signature that verifies.
+fn settle(items: &mut Vec<Pending<'_>>, out: &mut [u8]) {
+    if items.is_empty() {
+        return;
+    }
+    let msgs: Vec<&[u8]> = items.iter().map(|p| p.msg.as_slice()).collect();
+    let sigs: Vec<Signature> = items.iter().map(|p| p.sig).collect();
+    let keys: Vec<VerifyingKey> = items.iter().map(|p| *p.key).collect();
+    if ed25519_dalek::verify_batch(&msgs, &sigs, &keys).is_ok() {
+        for p in items.iter() {
+            out[p.pos] = OK;
+        }
+    } else {
+        for p in items.iter() {
+            if p.key.verify_strict(&p.msg, &p.sig).is_ok() {
+                out[p.pos] = OK;
+            }
+        }
+    }
+    items.clear();
+}
+
+/// The frame's bytes without its one `"sig":"…"` member, and the signature; None if not exactly that shape.
+fn split_signature(raw: &[u8]) -> Option<(Vec<u8>, Signature)> {
+    let mut found = None;
+    let mut from = 0;
+    while let Some(at) = find(&raw[from..], SIG_KEY) {
+        if found.is_some() {
+            return None; // a second occurrence: let the reference decide
+        }
+        found = Some(from + at);
+        from += at + SIG_KEY.len();
+    }
+    let start = found?;
+    let value_start = start + SIG_KEY.len();
+    let value_len = raw[value_start..].iter().position(|&b| b == b'"')?;
+    if value_len != 86 {
+        return None;
+    }
+    let sig_bytes = URL_SAFE_NO_PAD.decode(&raw[value_start..value_start + value_len]).ok()?;
+    let sig_arr: [u8; 64] = sig_bytes.as_slice().try_into().ok()?;
+    let end = value_start + value_len + 1; // past the closing quote
+    let (cut_from, cut_to) = if start > 0 && raw[start - 1] == b',' {
+        (start - 1, end)
+    } else if end < raw.len() && raw[end] == b',' {
+        (start, end + 1)
+    } else {
+        (start, end)
+    };
+    let mut msg = Vec::with_capacity(raw.len() - (cut_to - cut_from));
+    msg.extend_from_slice(&raw[..cut_from]);
+    msg.extend_from_slice(&raw[cut_to..]);
+    Some((msg, Signature::from_bytes(&sig_arr)))
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn parse_keys(keys: &[u8]) -> Vec<Option<VerifyingKey>> {
+    keys.chunks_exact(32)
+        .map(|k| VerifyingKey::from_bytes(k.try_into().expect("32-byte chunk")).ok())
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_range(
+    lo: usize,
+    buf: &[u8],
+    raw_off: &[i64],
+    raw_len: &[i64],
+    sha_off: &[i64],
+    sha_len: &[i64],
+    keys: &[Option<VerifyingKey>],
+    key_idx: &[i32],
+    max_raw: usize,
+    out: &mut [u8],
+) {
+    let mut dec = match zstd::bulk::Decompressor::new() {
+        Ok(d) => d,
+        Err(_) => return, // everything stays NOT_PROVEN
+    };
+    let mut pending: Vec<Pending<'_>> = Vec::with_capacity(BATCH);
+    for j in 0..out.len() {
+        out[j] = NOT_PROVEN;
+        let i = lo + j;
+        let Some(key) = usize::try_from(key_idx[i]).ok().and_then(|k| keys.get(k)).and_then(|k| k.as_ref()) else {
+            continue;
+        };
+        let (Some(raw_z), Some(sha)) = (field(buf, raw_off[i], raw_len[i]), field(buf, sha_off[i], sha_len[i])) else {
+            continue;
+        };
+        let Ok(raw) = dec.decompress(raw_z, max_raw) else { continue };
+        if Sha256::digest(&raw).as_slice() != sha {
+            continue;
+        }
+        let Some((msg, sig)) = split_signature(&raw) else { continue };
+        pending.push(Pending { pos: j, msg, sig, key });
+        if pending.len() == BATCH {
+            settle(&mut pending, out);
+        }
+    }
+    settle(&mut pending, out);
+}
+
+fn field(buf: &[u8], off: i64, len: i64) -> Option<&[u8]> {
+    let (o, l) = (usize::try_from(off).ok()?, usize::try_from(len).ok()?);
+    buf.get(o..o.checked_add(l)?)
+}
+
+/// Check `n` stored frames; `out[i]` = 0 proven good, 1 not proven. Frame `i` is zstd bytes
+/// `buf[raw_off[i]..+raw_len[i]]` with recorded SHA-256 `buf[sha_off[i]..+sha_len[i]]`, signed by
+/// key `key_idx[i]` of the `n_keys` 32-byte keys at `keys` (negative: unknown device).
+/// Work is split over `threads` OS threads. Returns 0, or -1 on a null pointer.
+///
+/// # Safety
+/// Every pointer must be valid for the lengths described above (`buf` for `buf_len` bytes).
+#[no_mangle]
+pub unsafe extern "C" fn wp_check_frames(
+    n: usize,
+    buf: *const u8,
+    buf_len: usize,
+    raw_off: *const i64,
+    raw_len: *const i64,
+    sha_off: *const i64,
+    sha_len: *const i64,
+    keys: *const u8,
+    n_keys: usize,
+    key_idx: *const i32,
+    max_raw: usize,
+    threads: usize,
+    out: *mut u8,
+) -> i32 {
+    if n == 0 {
+        return 0;
+    }
+    if buf.is_null() || raw_off.is_null() || raw_len.is_null() || sha_off.is_null() || sha_len.is_null()
+        || key_idx.is_null() || out.is_null() || (keys.is_null() && n_keys > 0)
+    {
+        return -1;
+    }
+    let buf = slice::from_raw_parts(buf, buf_len);
+    let (raw_off, raw_len) = (slice::from_raw_parts(raw_off, n), slice::from_raw_parts(raw_len, n));
+    let (sha_off, sha_len) = (slice::from_raw_parts(sha_off, n), slice::from_raw_parts(sha_len, n));
+    let key_idx = slice::from_raw_parts(key_idx, n);
+    let keys = if n_keys == 0 { Vec::new() } else { parse_keys(slice::from_raw_parts(keys, n_keys * 32)) };
+    let out = slice::from_raw_parts_mut(out, n);
+    let threads = threads.clamp(1, 64).min(n);
+    let per = n.div_ceil(threads);
+    std::thread::scope(|s| {
+        for (t, part) in out.chunks_mut(per).enumerate() {
+            let keys = &keys;
+            s.spawn(move || {
+                check_range(t * per, buf, raw_off, raw_len, sha_off, sha_len, keys, key_idx, max_raw, part)
+            });
+        }
+    });
+    0
+}
+
+/// Verify `n` signatures: message `i` is `msgs[msg_off[i]..msg_off[i + 1]]`, its signature the 64
+/// bytes at `sigs + 64 i`, its key the 32 bytes at `keys + 32 i`. `out[i]` = 0 good, 1 not proven.
+/// Returns 0, or -1 on a null pointer.
+///
+/// # Safety
+/// `msg_off` must hold `n + 1` non-decreasing offsets into `msgs` (valid for `msg_off[n]` bytes);
+/// `sigs`, `keys` and `out` must be valid for `64 n`, `32 n` and `n` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn wp_verify_batch(
+    n: usize,
+    msgs: *const u8,
+    msg_off: *const i64,
+    sigs: *const u8,
+    keys: *const u8,
+    out: *mut u8,
+) -> i32 {
+    if n == 0 {
+        return 0;
+    }
+    if msgs.is_null() || msg_off.is_null() || sigs.is_null() || keys.is_null() || out.is_null() {
+        return -1;
+    }
+    let offs = slice::from_raw_parts(msg_off, n + 1);
+    let Ok(total) = usize::try_from(offs[n]) else { return -1 };
+    let msgs = slice::from_raw_parts(msgs, total);
+    let sigs = slice::from_raw_parts(sigs, n * 64);
+    let parsed = parse_keys(slice::from_raw_parts(keys, n * 32));
+    let out = slice::from_raw_parts_mut(out, n);
+    let mut pending: Vec<Pending<'_>> = Vec::with_capacity(BATCH.min(n));
+    for i in 0..n {
+        out[i] = NOT_PROVEN;
+        let Some(key) = parsed[i].as_ref() else { continue };
+        let Some(msg) = usize::try_from(offs[i]).ok().zip(usize::try_from(offs[i + 1]).ok())
+            .and_then(|(a, b)| msgs.get(a..b)) else { continue };
+        let sig = Signature::from_bytes(sigs[64 * i..64 * i + 64].try_into().expect("64 bytes"));
+        pending.push(Pending { pos: i, msg: msg.to_vec(), sig, key });
+        if pending.len() == BATCH {
+            settle(&mut pending, out);
+        }
+    }
+    settle(&mut pending, out);
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_removes_the_member_between_others() {
+        let sig = URL_SAFE_NO_PAD.encode([7u8; 64]);
+        let raw = format!("{{\"a\":1,\"sig\":\"{sig}\",\"z\":2}}");
+        let (msg, s) = split_signature(raw.as_bytes()).unwrap();
+        assert_eq!(msg, b"{\"a\":1,\"z\":2}");
+        assert_eq!(s.to_bytes(), [7u8; 64]);
+    }
+
+    #[test]
+    fn split_refuses_two_members_or_a_short_value() {
+        let sig = URL_SAFE_NO_PAD.encode([7u8; 64]);
+        let two = format!("{{\"sig\":\"{sig}\",\"x\":{{\"sig\":\"{sig}\"}}}}");
+        assert!(split_signature(two.as_bytes()).is_none());
+        assert!(split_signature(b"{\"sig\":\"abc\"}").is_none());
+        assert!(split_signature(b"{\"sig\":\"").is_none());
+        assert!(split_signature(b"").is_none());
+    }
+}

@@ -1,0 +1,95 @@
+"""The native frame checks (``ledger/native``, Rust: ed25519-dalek batch verification, zstd, sha2) via ctypes.
+
+Owns: finding and loading ``libwattproof_native`` (built by ``make`` into ``.cache/native``, or the file
+named by ``$WATTPROOF_NATIVE_LIB``) and the two calls on numpy buffers. Both answer per item "proven
+good" or "not proven"; callers decide every "not proven" item with their reference check (the
+Python path: decode, RFC 8785, libsodium/OpenSSL), which also words the problem. Without the
+library, ``LIB`` is None and callers use their reference path for everything (slower, same verdicts).
+ctypes releases the GIL for the call, so a thread of the caller keeps working meanwhile.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from pathlib import Path
+
+import numpy as np
+
+ABI_VERSION = 1
+_REPO = Path(__file__).resolve().parents[1]
+DEFAULT_PATH = _REPO / ".cache" / "native" / "release" / "libwattproof_native.so"
+_P = ctypes.c_void_p
+_N = ctypes.c_size_t
+
+
+def _load() -> ctypes.CDLL | None:
+    path = os.environ.get("WATTPROOF_NATIVE_LIB") or str(DEFAULT_PATH)
+    if not Path(path).is_file():
+        return None
+    lib = ctypes.CDLL(path)
+    lib.wp_abi_version.restype = ctypes.c_uint32
+    if lib.wp_abi_version() != ABI_VERSION:
+        return None  # a stale build: `make` rebuilds it
+    lib.wp_check_frames.argtypes = [_N, _P, _N, _P, _P, _P, _P, _P, _N, _P, _N, _N, _P]
+    lib.wp_check_frames.restype = ctypes.c_int32
+    lib.wp_verify_batch.argtypes = [_N, _P, _P, _P, _P, _P]
+    lib.wp_verify_batch.restype = ctypes.c_int32
+    return lib
+
+
+LIB = _load()
+
+
+def _ptr(a: np.ndarray) -> int:
+    return int(a.ctypes.data)
+
+
+def check_frames(buf: np.ndarray, raw_off: np.ndarray, raw_len: np.ndarray, sha_off: np.ndarray,
+                 sha_len: np.ndarray, keys: list[bytes | None], key_idx: np.ndarray, max_raw: int,
+                 threads: int = 1) -> np.ndarray:
+    """``(n,)`` bool: True where frame ``i`` (zstd bytes at ``buf[raw_off[i]:+raw_len[i]]``, recorded SHA-256
+    at ``buf[sha_off[i]:+sha_len[i]]``, device key ``keys[key_idx[i]]``) is proven authentic: readable, same
+    SHA-256, and signed by that key over its bytes without the ``sig`` member (see ledger/native/src/lib.rs).
+    A key index < 0 or a ``None`` key is never proven."""
+    if LIB is None:
+        raise RuntimeError("libwattproof_native is not built (make builds it into .cache/native)")
+    n = int(raw_off.shape[0])
+    out = np.ones(n, np.uint8)
+    if n == 0:
+        return out == 0
+    table = np.zeros((max(len(keys), 1), 32), np.uint8)
+    idx = np.ascontiguousarray(key_idx, np.int32).copy()
+    for k, key in enumerate(keys):
+        if key is not None and len(key) == 32:
+            table[k] = np.frombuffer(key, np.uint8)
+        else:
+            idx[idx == k] = -1
+    cols = [np.ascontiguousarray(c, np.int64) for c in (raw_off, raw_len, sha_off, sha_len)]
+    b = np.ascontiguousarray(buf, np.uint8)
+    rc = LIB.wp_check_frames(n, _ptr(b), b.size, *(_ptr(c) for c in cols), _ptr(table), len(keys), _ptr(idx),
+                             max_raw, max(1, threads), _ptr(out))
+    if rc != 0:
+        raise RuntimeError(f"wp_check_frames returned {rc}")
+    return out == 0
+
+
+def verify_batch(msgs: list[bytes], sigs: list[bytes], keys: list[bytes]) -> np.ndarray:
+    """``(n,)`` bool: True where ``sigs[i]`` is an Ed25519 signature of ``msgs[i]`` by ``keys[i]``. An item
+    whose signature is not 64 bytes or key not 32 bytes is never proven."""
+    if LIB is None:
+        raise RuntimeError("libwattproof_native is not built (make builds it into .cache/native)")
+    n = len(msgs)
+    out = np.ones(n, np.uint8)
+    if n == 0:
+        return out == 0
+    shaped = [len(s) == 64 and len(k) == 32 for s, k in zip(sigs, keys, strict=True)]
+    blob = np.frombuffer(b"".join(msgs), np.uint8) if any(msgs) else np.zeros(1, np.uint8)
+    offs = np.zeros(n + 1, np.int64)
+    np.cumsum([len(m) for m in msgs], out=offs[1:])
+    s = np.frombuffer(b"".join(x if ok else bytes(64) for x, ok in zip(sigs, shaped, strict=True)), np.uint8)
+    k = np.frombuffer(b"".join(x if ok else bytes(32) for x, ok in zip(keys, shaped, strict=True)), np.uint8)
+    rc = LIB.wp_verify_batch(n, _ptr(blob), _ptr(offs), _ptr(s), _ptr(k), _ptr(out))
+    if rc != 0:
+        raise RuntimeError(f"wp_verify_batch returned {rc}")
+    return (out == 0) & np.array(shaped, bool)
