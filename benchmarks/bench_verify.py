@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import multiprocessing
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -117,6 +119,18 @@ def build_store(dsn: str, sites: int, days: float) -> tuple[SimRun, float]:
     return sim, time.perf_counter() - t0
 
 
+def fresh_process_verify(dsn: str, ledger_dir: Path) -> float:
+    """Seconds for one verify in a new Python process, as `wattproof verify` runs (imports and opening the
+    ledger not counted; any per-process compilation counted)."""
+    code = ("import sys, time; from pathlib import Path; from ledger.local import LocalLedger; "
+            "from ledger.verify import verify; led = LocalLedger.open(Path(sys.argv[2])); t = time.perf_counter(); "
+            "r = verify(sys.argv[1], led); assert all(x.status == 'intact' for x in r); "
+            "print(time.perf_counter() - t)")
+    out = subprocess.run([sys.executable, "-c", code, dsn, str(ledger_dir)], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[1])
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def run(dsn: str, tmp: Path, target: int) -> None:
     upgrade(dsn)
     probe = simulate(sites=1, days=1.0, seed=5, start_ms=START, **_sim_kw())
@@ -139,14 +153,18 @@ def run(dsn: str, tmp: Path, target: int) -> None:
         conn.execute("VACUUM ANALYZE")  # as a store that has been running for a while would be
 
     rows = []
+    fresh = fresh_process_verify(dsn, tmp / "ledger")
     best = float("inf")
     for _ in range(2):
         t0 = time.perf_counter()
         reports = verify(dsn, led)
         best = min(best, time.perf_counter() - t0)
         assert len(reports) > 0 and all(r.status == "intact" for r in reports)
-    rows.append(["ours: binary COPY (one row of arrays per batch) + column leaves (Numba, OpenSSL SHA-256) + frames in 2 processes (libsodium Ed25519)", f"{n:,}",
-                 f"{best:.1f}", f"{n / best:,.0f}"])
+    rows.append(["ours, first run in a fresh process: the same, timed like `wattproof verify`", f"{n:,}",
+                 f"{fresh:.1f}", f"{n / fresh:,.0f}"])
+    rows.append(["ours, best of 2 more: readings over 2 connections (arrays per batch) + leaves encoded by Numba, hashed by "
+                 "ledger/native (sha2) on 2 threads + frames proven by ledger/native (ed25519-dalek batches) on 2 threads",
+                 f"{n:,}", f"{best:.1f}", f"{n / best:,.0f}"])
 
     site = sim.devices[0].record.site
     upto = datetime.fromtimestamp((START + 86_400_000) / 1000, UTC)  # a sample: the site's first day
@@ -164,16 +182,16 @@ def run(dsn: str, tmp: Path, target: int) -> None:
              f"{sites} sites; best of 2 runs, timed from connect to report, reading everything from PostgreSQL. "
              f"Ours = {dt * n / ns / best:.1f}× the row-by-row replay (whose per-batch frame query scans all "
              f"readings, so it slows as the store grows). Target: 10M readings ≤ 30 s — "
-             f"{'met' if n >= 10_000_000 and best * 10_000_000 / n <= 30 else 'NOT met'} "
-             f"({best * 10_000_000 / n:.0f} s per 10M at this rate).\n\nSetup (not in the timing): store written by "
+             f"{'met' if n >= 10_000_000 and max(best, fresh) * 10_000_000 / n <= 30 else 'NOT met'} "
+             f"({fresh * 10_000_000 / n:.1f} s per 10M in a fresh process, {best * 10_000_000 / n:.1f} s warm).\n\nSetup (not in the timing): store written by "
              f"binary COPY in {t_load:.0f} s; sealed from the store by `seal_windows` (bulk leaves, sites on 8 "
              f"threads, local ledger) in {t_seal:.0f} s = {n / t_seal:,.0f} readings/s ({n_batches:,} windows).")
-    sig_core_s = frames * 61e-6  # libsodium Ed25519 verify, measured here: ~61 µs
-    body += (f"\n\nWhere the time goes on 2 cores: every frame's signature is "
-             f"re-checked, {frames:,} × ~61 µs (libsodium, measured) = {sig_core_s:.0f} core-seconds, "
-             f"{sig_core_s / 2:.0f} s of the two cores before anything else; the server's array_agg (~1 µs per "
-             "reading) and decoding each frame to rebuild its signed bytes add about as much again; loading "
-             "and leaf hashing of 10M readings cost ~20 s of one core whatever the frame size.")
+    body += (f"\n\nWhere the time goes on 2 cores (both busy throughout): every frame's signature is re-checked, "
+             f"{frames:,} × ~15 µs in 256-signature batches (ed25519-dalek, AVX2; libsodium alone takes ~61 µs) plus "
+             "zstd and SHA-256 of each frame; PostgreSQL builds the per-batch arrays (~0.7 µs per reading); the "
+             "client rebuilds, hashes and compares 10M leaves as columns; the kernel zeroing fresh memory for "
+             "the large arrays takes about a third of this process's CPU time. Run to run the figure moves by "
+             "±2 s on this machine.")
     print(body)
     if _FRAME_READINGS is None:
         write_section("bench_verify", "Verify (store + ledger replay)", body)

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 
 from ingest.registry import load_devices
-from ingest.validate import Accepted, Limits, Rejected, validate
+from ingest.validate import Accepted, Limits, Rejected, validate_many
 from ingest.writer import BatchResult, StoreWriter
 
 IngestResult = BatchResult
@@ -27,17 +27,22 @@ def ingest_payloads(dsn: str, items: Iterable[tuple[str, bytes]], now_ms: int | 
     with psycopg.connect(dsn, autocommit=True) as conn:
         registry = load_devices(conn)
         writer = StoreWriter(conn)
-        acc: list[Accepted] = []
-        rej: list[Rejected] = []
-        for topic, payload in items:
-            verdict = validate(topic, payload, registry, now_ms or int(time.time() * 1000), limits)
-            (acc if isinstance(verdict, Accepted) else rej).append(verdict)  # type: ignore[arg-type]
-            if len(acc) + len(rej) >= batch_frames:
-                total.add(writer.write(acc, rej))
-                acc, rej = [], []
-        if acc or rej:
-            total.add(writer.write(acc, rej))
+        chunk: list[tuple[str, bytes]] = []
+        for item in items:
+            chunk.append(item)
+            if len(chunk) >= batch_frames:
+                total.add(_write_chunk(writer, chunk, registry, now_ms, limits))
+                chunk = []
+        if chunk:
+            total.add(_write_chunk(writer, chunk, registry, now_ms, limits))
     return total
+
+
+def _write_chunk(writer: StoreWriter, chunk: list[tuple[str, bytes]], registry: dict[str, Any], now_ms: int | None,
+                 limits: Limits) -> BatchResult:
+    verdicts = validate_many(chunk, registry, now_ms or int(time.time() * 1000), limits)
+    return writer.write([v for v in verdicts if isinstance(v, Accepted)],
+                        [v for v in verdicts if isinstance(v, Rejected)])
 
 
 def counts(conn: psycopg.Connection[Any]) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_e
 
 from firmware_sim.publisher import parse_broker_url
 from ingest.registry import load_devices
-from ingest.validate import Accepted, Limits, Rejected, validate
+from ingest.validate import Accepted, Limits, Rejected, validate_many
 from ingest.writer import BatchResult, StoreWriter
 
 log = logging.getLogger("wattproof.ingest")
@@ -221,11 +221,12 @@ class IngestService:
                 now_ms = int(time.time() * 1000)
                 acc: list[Accepted] = []
                 rej: list[Rejected] = []
-                for msg in batch:
-                    v = validate(msg.topic, msg.payload, self._registry, now_ms, self.cfg.limits)
-                    if isinstance(v, Rejected) and v.reason == "unknown_device":
-                        self._registry = load_devices(self._conn)  # provisioned since we loaded it?
-                        v = validate(msg.topic, msg.payload, self._registry, now_ms, self.cfg.limits)
+                items = [(msg.topic, msg.payload) for msg in batch]
+                verdicts = validate_many(items, self._registry, now_ms, self.cfg.limits)
+                if any(isinstance(v, Rejected) and v.reason == "unknown_device" for v in verdicts):
+                    self._registry = load_devices(self._conn)  # provisioned since we loaded it?
+                    verdicts = validate_many(items, self._registry, now_ms, self.cfg.limits)
+                for v in verdicts:
                     (acc if isinstance(v, Accepted) else rej).append(v)  # type: ignore[arg-type]
                 result = self._writer.write(acc, rej)
                 m.commit_seconds.observe(time.perf_counter() - t0)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
 from cryptography.exceptions import InvalidSignature
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
@@ -23,6 +24,7 @@ from firmware_sim.wire import (
     Frame,
     WireError,
     b64url_decode,
+    canonical_bytes,
     decode_frame,
     parse_readings_topic,
     verify_signature,
@@ -79,6 +81,60 @@ def _public_key(b64: str) -> SodiumKey:
 
 def validate(topic: str, payload: bytes, registry: dict[str, DeviceRecord], now_ms: int,
              limits: Limits = Limits()) -> Accepted | Rejected:
+    """One message, every check in order; the signature by libsodium (the reference ``validate_many`` follows)."""
+    pre = _before_signature(topic, payload, registry)
+    if isinstance(pre, Rejected):
+        return pre
+    frame, rec = pre
+    try:
+        verify_signature(frame, _public_key(rec.public_key))
+    except WireError as err:
+        return Rejected(topic, payload, err.reason, err.detail, frame.device, frame.seq)
+    return _after_signature(topic, payload, frame, rec, now_ms, limits)
+
+
+def validate_many(items: list[tuple[str, bytes]], registry: dict[str, DeviceRecord], now_ms: int,
+                  limits: Limits = Limits()) -> list[Accepted | Rejected]:
+    """``validate`` of each ``(topic, payload)``, same verdicts in the same order, with the signatures of
+    the whole list checked together by the native batch verification (ledger/native; docs/store.md,
+    "Signatures"). A signature the batch does not prove is checked alone by ``validate``'s reference,
+    which decides and words the rejection. Without the native library: ``validate`` for each."""
+    from ledger import nativelib
+
+    if nativelib.LIB is None:
+        return [validate(t, p, registry, now_ms, limits) for t, p in items]
+    pre = [_before_signature(t, p, registry) for t, p in items]
+    todo: list[int] = []
+    msgs: list[bytes] = []
+    sigs: list[bytes] = []
+    keys: list[bytes] = []
+    for i, v in enumerate(pre):
+        if isinstance(v, Rejected):
+            continue
+        frame, rec = v
+        try:
+            sig = b64url_decode(frame.sig or "")
+            key = b64url_decode(rec.public_key)
+        except (ValueError, TypeError):
+            continue  # not proven: the reference words it
+        todo.append(i)
+        msgs.append(canonical_bytes(frame))
+        sigs.append(sig)
+        keys.append(key)
+    proven = set(np.asarray(todo)[nativelib.verify_batch(msgs, sigs, keys)].tolist()) if todo else set()
+    out: list[Accepted | Rejected] = []
+    for i, ((topic, payload), v) in enumerate(zip(items, pre, strict=True)):
+        if isinstance(v, Rejected):
+            out.append(v)
+        elif i in proven:
+            out.append(_after_signature(topic, payload, v[0], v[1], now_ms, limits))
+        else:
+            out.append(validate(topic, payload, registry, now_ms, limits))
+    return out
+
+
+def _before_signature(topic: str, payload: bytes,
+                      registry: dict[str, DeviceRecord]) -> Rejected | tuple[Frame, DeviceRecord]:
     where = parse_readings_topic(topic)
     if where is None:
         return Rejected(topic, payload, reasons.BAD_TOPIC, f"topic {topic!r} is not wattproof/v1/<site>/<device>/readings")
@@ -99,10 +155,12 @@ def validate(topic: str, payload: bytes, registry: dict[str, DeviceRecord], now_
     if rec.site != frame.site:
         return Rejected(topic, payload, reasons.TOPIC_MISMATCH,
                         f"device {frame.device!r} belongs to site {rec.site!r}, not {frame.site!r}", *ref)
-    try:
-        verify_signature(frame, _public_key(rec.public_key))
-    except WireError as err:
-        return Rejected(topic, payload, err.reason, err.detail, *ref)
+    return frame, rec
+
+
+def _after_signature(topic: str, payload: bytes, frame: Frame, rec: DeviceRecord, now_ms: int,
+                     limits: Limits) -> Accepted | Rejected:
+    ref = (frame.device, frame.seq)
     if frame.sent_ms > now_ms + limits.future_skew_ms:
         return Rejected(topic, payload, reasons.CLOCK_SKEW,
                         f"sent_ms is {(frame.sent_ms - now_ms) / 1000:.0f} s ahead of the receive time", *ref)

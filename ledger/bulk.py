@@ -26,6 +26,7 @@ import msgspec
 import numpy as np
 from numba import njit
 
+from ledger import nativelib
 from ledger.canonical import LEAF_VERSION
 
 _enc = msgspec.json.Encoder()
@@ -174,7 +175,7 @@ def _write_leaf(out, pos, i, dev_buf, dev_off, dev, ch_buf, ch_off, ch, fr_buf, 
     return _put(out, pos, kend, 0, kend.size)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _encode_kernel(out, offs, dev_buf, dev_off, dev, ch_buf, ch_off, ch, fr_buf, fr_off, fr, ts, e, p, seq, idx,
                    kc, kd, ke, kf, ki, kp, ks, kt, kend, hexd):  # type: ignore[no-untyped-def]
     tmp = np.empty(24, np.uint8)
@@ -274,11 +275,41 @@ def _spans(n: int, parts: int) -> list[tuple[int, int]]:
     return [(cuts[k], cuts[k + 1]) for k in range(parts) if cuts[k + 1] > cuts[k]]
 
 
+_CHUNK = 8192  # leaves encoded then hashed at a time: a few MB of leaf bytes, reused
+
+
+def _leaf_hashes_native(c: LeafColumns, out: np.ndarray, threads: int) -> None:
+    """Leaves encoded in chunks by the (cached, GIL-free) Numba writer and hashed by the native library."""
+    n = len(c)
+    args = _kernel_args(c)
+    per_leaf = (2, 5, 8, 9, 10, 11, 12, 13)  # the per-leaf columns among the kernel's arguments
+    scratch = c.scratch_len()
+
+    def work(span: tuple[int, int]) -> None:
+        buf = np.empty(_CHUNK * scratch, np.uint8)
+        offs = np.empty(_CHUNK + 1, np.int64)
+        for lo in range(span[0], span[1], _CHUNK):
+            hi = min(lo + _CHUNK, span[1])
+            part = tuple(a[lo:hi] if k in per_leaf else a for k, a in enumerate(args))  # type: ignore[index]
+            _encode_kernel(buf, offs[:hi - lo + 1], *part, *_KEYS)
+            nativelib.sha256_ranges(buf, offs[:hi - lo + 1], out[lo:hi])
+
+    spans = _spans(n, threads if n >= 4 * _CHUNK else 1)
+    if len(spans) == 1:
+        work(spans[0])
+    else:
+        with ThreadPoolExecutor(len(spans)) as pool:
+            list(pool.map(work, spans))
+
+
 def leaf_hashes(c: LeafColumns, threads: int = 1) -> np.ndarray:
     """``(n, 32)`` uint8: SHA-256(0x00 || leaf) of every reading (RFC 6962 §2.1), on ``threads`` threads."""
     n = len(c)
     out = np.empty((n, 32), np.uint8)
     if n == 0:
+        return out
+    if nativelib.LIB is not None:
+        _leaf_hashes_native(c, out, threads)
         return out
     if NATIVE:
         args = (*_kernel_args(c), c.scratch_len(), *_KEYS)
@@ -304,6 +335,8 @@ def root(hashes: np.ndarray) -> bytes:
     n = hashes.shape[0]
     if n == 0:
         return EMPTY_ROOT
+    if nativelib.LIB is not None:
+        return nativelib.merkle_roots(hashes, np.array([0, n], np.int64))[0].tobytes()
     level = np.array(hashes, np.uint8, copy=True, order="C").reshape(n, 32)
     if NATIVE:
         _root_kernel(level)
@@ -318,6 +351,8 @@ def roots(hashes: np.ndarray, starts: np.ndarray) -> np.ndarray:
     nb = max(len(starts) - 1, 0)
     out = np.empty((nb, 32), np.uint8)
     starts = np.ascontiguousarray(starts, np.int64)
+    if nativelib.LIB is not None:
+        return nativelib.merkle_roots(hashes, starts)
     if NATIVE:
         _roots_kernel(np.ascontiguousarray(hashes, np.uint8).reshape(-1, 32), starts, out,
                       np.frombuffer(EMPTY_ROOT, np.uint8))

@@ -1,9 +1,11 @@
-"""The native frame checks (``ledger/native``, Rust: ed25519-dalek batch verification, zstd, sha2) via ctypes.
+"""The native helpers (``ledger/native``, Rust: ed25519-dalek batch verification, zstd, sha2) via ctypes.
 
 Owns: finding and loading ``libwattproof_native`` (built by ``make`` into ``.cache/native``, or the file
-named by ``$WATTPROOF_NATIVE_LIB``) and the two calls on numpy buffers. Both answer per item "proven
-good" or "not proven"; callers decide every "not proven" item with their reference check (the
-Python path: decode, RFC 8785, libsodium/OpenSSL), which also words the problem. Without the
+named by ``$WATTPROOF_NATIVE_LIB``) and its calls on numpy buffers. The two signature checks answer per
+item "proven good" or "not proven"; callers decide every "not proven" item with their reference check
+(the Python path: decode, RFC 8785, libsodium/OpenSSL), which also words the problem. The two hashing
+calls (SHA-256 of many byte ranges, RFC 6962 roots of many runs of leaf hashes) are exact and tested
+against ``hashlib`` and ``ledger.merkle``. Without the
 library, ``LIB`` is None and callers use their reference path for everything (slower, same verdicts).
 ctypes releases the GIL for the call, so a thread of the caller keeps working meanwhile.
 """
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 _REPO = Path(__file__).resolve().parents[1]
 DEFAULT_PATH = _REPO / ".cache" / "native" / "release" / "libwattproof_native.so"
 _P = ctypes.c_void_p
@@ -35,6 +37,10 @@ def _load() -> ctypes.CDLL | None:
     lib.wp_check_frames.restype = ctypes.c_int32
     lib.wp_verify_batch.argtypes = [_N, _P, _P, _P, _P, _P]
     lib.wp_verify_batch.restype = ctypes.c_int32
+    lib.wp_sha256_ranges.argtypes = [_N, _P, _N, _P, _N, _P]
+    lib.wp_sha256_ranges.restype = ctypes.c_int32
+    lib.wp_merkle_roots.argtypes = [_N, _P, _P, _P]
+    lib.wp_merkle_roots.restype = ctypes.c_int32
     return lib
 
 
@@ -93,3 +99,28 @@ def verify_batch(msgs: list[bytes], sigs: list[bytes], keys: list[bytes]) -> np.
     if rc != 0:
         raise RuntimeError(f"wp_verify_batch returned {rc}")
     return (out == 0) & np.array(shaped, bool)
+
+
+def sha256_ranges(buf: np.ndarray, offs: np.ndarray, out: np.ndarray, threads: int = 1) -> None:
+    """``out[i] = SHA-256(buf[offs[i]:offs[i + 1]])`` for every i; ``out`` is ``(n, 32)`` uint8, C order."""
+    if LIB is None:
+        raise RuntimeError("libwattproof_native is not built (make builds it into .cache/native)")
+    n = int(offs.shape[0]) - 1
+    assert out.shape == (n, 32) and out.dtype == np.uint8 and out.flags.c_contiguous
+    b = np.ascontiguousarray(buf, np.uint8)
+    o = np.ascontiguousarray(offs, np.int64)
+    if LIB.wp_sha256_ranges(n, _ptr(b), b.size, _ptr(o), max(1, threads), _ptr(out)) != 0:
+        raise ValueError("offsets out of order or outside the buffer")
+
+
+def merkle_roots(hashes: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """``(nb, 32)``: the RFC 6962 root of each run ``hashes[starts[b]:starts[b + 1]]`` of ``(n, 32)`` leaf hashes."""
+    if LIB is None:
+        raise RuntimeError("libwattproof_native is not built (make builds it into .cache/native)")
+    nb = max(int(starts.shape[0]) - 1, 0)
+    out = np.empty((nb, 32), np.uint8)
+    h = np.ascontiguousarray(hashes, np.uint8).reshape(-1, 32)
+    st = np.ascontiguousarray(starts, np.int64)
+    if nb and (st[-1] > h.shape[0] or LIB.wp_merkle_roots(nb, _ptr(h), _ptr(st), _ptr(out)) != 0):
+        raise ValueError("run starts out of order or outside the hashes")
+    return out

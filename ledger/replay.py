@@ -13,6 +13,7 @@ Pure reporting: it never writes.
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import os
 import re
@@ -108,11 +109,53 @@ FRAMES_OF = ("FROM frames f JOIN unnest(%(d)s::text[]) WITH ORDINALITY AS dv(dev
 def _frame_index(conn: psycopg.Connection[Any], devices: list[str],
                  batch_ids: list[str] | None) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
     """Every frame the check covers, without its bytes: (device code, seq, recorded SHA-256), for the leaves."""
-    rows = Rows(copy_out(conn, "SELECT (dv.dno - 1)::int4, f.seq, f.frame_sha256 " + FRAMES_OF
+    return _index_of(Rows(copy_out(conn, "SELECT (dv.dno - 1)::int4, f.seq, f.frame_sha256 " + FRAMES_OF
+                                   + ("" if batch_ids is None else FRAME_ONLY),
+                                   {"d": devices, "n": 1, "k": 0, "b": batch_ids}), 3))
+
+
+def _index_of(rows: Rows) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
+    ln = np.maximum(rows.ln[:, 2], 0)  # a NULL hash (length -1) reads as empty: it matches no leaf
+    blob = bulk.gather(rows.buf, rows.off[:, 2], ln).tobytes()
+    ends = np.cumsum(ln).tolist()
+    return (rows.ints(0).astype(np.int32), rows.ints(1),
+            [blob[e - n:e] for e, n in zip(ends, ln.tolist(), strict=True)])
+
+
+def _frames_copy(conn: psycopg.Connection[Any], devices: list[str], batch_ids: list[str] | None, part: int,
+                 parts: int) -> Rows:
+    """(device code, seq, recorded SHA-256, zstd bytes) of one share of the frames (by ``seq`` mod ``parts``)."""
+    return Rows(copy_out(conn, "SELECT (dv.dno - 1)::int4, f.seq, f.frame_sha256, f.raw_zstd " + FRAMES_OF
                          + ("" if batch_ids is None else FRAME_ONLY),
-                         {"d": devices, "n": 1, "k": 0, "b": batch_ids}), 3)
-    raw, off, ln = rows.raw(), rows.off, rows.ln
-    return rows.ints(0).astype(np.int32), rows.ints(1), [raw[off[i, 2]:off[i, 2] + ln[i, 2]] for i in range(len(rows))]
+                         {"d": devices, "n": parts, "k": part, "b": batch_ids}), 4)
+
+
+def _frame_problems(rows: Rows, todo: Any, devices: list[str], raw_keys: dict[str, bytes],
+                    try_fast: bool) -> list[tuple[int, int, str]]:
+    """(device code, seq, why) of the frames ``todo`` (row numbers of ``rows``) that fail the reference check."""
+    from ledger.verify import frame_problem
+
+    unz = zstandard.ZstdDecompressor()
+    keys = {d: Ed25519PublicKey.from_public_bytes(k) for d, k in raw_keys.items()}
+    dno, seq, off, ln, buf = rows.ints(0), rows.ints(1), rows.off, rows.ln, rows.buf
+    bad = []
+    for i in todo:
+        raw_z, sha = buf[off[i, 3]:off[i, 3] + ln[i, 3]].tobytes(), buf[off[i, 2]:off[i, 2] + ln[i, 2]].tobytes()
+        if try_fast and _frame_ok_fast(raw_z, sha, raw_keys.get(devices[dno[i]]), unz):
+            continue
+        why = frame_problem(raw_z, sha, keys.get(devices[dno[i]]), unz)
+        if why is not None:
+            bad.append((int(dno[i]), int(seq[i]), why))
+    return bad
+
+
+def _native_frame_check(rows: Rows, devices: list[str], raw_keys: dict[str, bytes],
+                        threads: int) -> list[tuple[int, int, str]]:
+    """The frames of ``rows`` through the native check; those it does not prove through the reference."""
+    dev_keys = [raw_keys.get(d) for d in devices]
+    proven = nativelib.check_frames(rows.buf, rows.off[:, 3], rows.ln[:, 3], rows.off[:, 2], rows.ln[:, 2],
+                                    dev_keys, rows.ints(0).astype(np.int32), MAX_FRAME_BYTES, threads)
+    return _frame_problems(rows, np.flatnonzero(~proven).tolist(), devices, raw_keys, try_fast=False)
 
 
 def _lower_priority() -> None:
@@ -122,42 +165,27 @@ def _lower_priority() -> None:
 
 
 def _frames_part(dsn: str, devices: list[str], batch_ids: list[str] | None, part: int, parts: int,
-                 snapshot: str | None = None, threads: int = 1) -> list[tuple[int, int, str]]:
+                 snapshot: str | None = None) -> list[tuple[int, int, str]]:
     """The problems of one share of the frames (by ``seq`` mod ``parts``): (device code, seq, why) of each
     frame that is unreadable, differs from its recorded SHA-256 or whose device signature does not verify.
-    ``snapshot``: the caller's exported snapshot, so that every share sees the same store as it does."""
-    from ledger.verify import frame_problem
-
-    unz = zstandard.ZstdDecompressor()
+    ``snapshot``: the caller's exported snapshot, so that every share sees the same store as it does.
+    (The worker-process path, for when the native library is not built.)"""
     with psycopg.connect(dsn, autocommit=True) as conn:
         if snapshot is not None:
             _enter_snapshot(conn, snapshot)
         raw_keys = {d: bytes(k) for d, k in conn.execute("SELECT device_id, public_key FROM devices")}
-        keys = {d: Ed25519PublicKey.from_public_bytes(k) for d, k in raw_keys.items()}
-        rows = Rows(copy_out(conn, "SELECT (dv.dno - 1)::int4, f.seq, f.frame_sha256, f.raw_zstd " + FRAMES_OF
-                             + ("" if batch_ids is None else FRAME_ONLY),
-                             {"d": devices, "n": parts, "k": part, "b": batch_ids}), 4)
+        rows = _frames_copy(conn, devices, batch_ids, part, parts)
         if snapshot is not None:
             conn.execute("COMMIT")
-    dno, seq = rows.ints(0).astype(np.int32), rows.ints(1)
-    raw = rows.raw()
-    off, ln = rows.off, rows.ln
-    dev_keys = [raw_keys.get(d) for d in devices]
-    if nativelib.LIB is not None:
-        proven = nativelib.check_frames(rows.buf, off[:, 3], ln[:, 3], off[:, 2], ln[:, 2], dev_keys, dno,
-                                        MAX_FRAME_BYTES, threads)
-        todo: Any = np.flatnonzero(~proven).tolist()
-    else:
-        todo = range(len(rows))
-    bad = []
-    for i in todo:
-        raw_z, sha = raw[off[i, 3]:off[i, 3] + ln[i, 3]], raw[off[i, 2]:off[i, 2] + ln[i, 2]]
-        if nativelib.LIB is None and _frame_ok_fast(raw_z, sha, dev_keys[dno[i]], unz):
-            continue
-        why = frame_problem(raw_z, sha, keys.get(devices[dno[i]]), unz)
-        if why is not None:
-            bad.append((int(dno[i]), int(seq[i]), why))
-    return bad
+    return _frame_problems(rows, range(len(rows)), devices, raw_keys, try_fast=True)
+
+
+def _frames_in_snapshot(dsn: str, snapshot: str, devices: list[str], batch_ids: list[str] | None) -> Rows:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        _enter_snapshot(conn, snapshot)
+        rows = _frames_copy(conn, devices, batch_ids, 0, 1)
+        conn.execute("COMMIT")
+    return rows
 
 
 def _attach_bad_frames(reports: list[Any], seen: Seen, findex: tuple[np.ndarray, np.ndarray, list[bytes]],
@@ -203,6 +231,17 @@ def _pack(parts: list[tuple[np.ndarray, int]]) -> np.ndarray:
 
 def verify_bulk(dsn: str, backend: LedgerBackend, site: str | None = None, start: datetime | None = None,
                 end: datetime | None = None, workers: int | None = None) -> list[Any]:
+    gc_was_on = gc.isenabled()
+    gc.disable()  # millions of short-lived objects and no cycles: the collector only costs time here
+    try:
+        return _verify_bulk(dsn, backend, site, start, end, workers)
+    finally:
+        if gc_was_on:
+            gc.enable()
+
+
+def _verify_bulk(dsn: str, backend: LedgerBackend, site: str | None, start: datetime | None,
+                 end: datetime | None, workers: int | None) -> list[Any]:
     from ledger.verify import verify_one_batch_rows
 
     params = {"site": site, "start": start, "end": end}
@@ -220,33 +259,45 @@ def verify_bulk(dsn: str, backend: LedgerBackend, site: str | None = None, start
             est = conn.execute("SELECT reltuples FROM pg_class WHERE oid = 'frames'::regclass").fetchone()
             n_frames = int(est[0]) if est and est[0] >= 0 else \
                 conn.execute("SELECT count(*) FROM frames").fetchone()[0]  # type: ignore[index]
-            procs = workers if workers is not None else (1 if n_frames < _INLINE_FRAMES else 2)
             snap = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
             only = None if full else batch_ids
-            # More shares than workers: this process takes the shares no worker has started once its
-            # own work (the readings) is done, so no core idles at the end.
-            parts = procs * 3 if procs > 1 else 1
-            pool = ProcessPoolExecutor(procs, initializer=_lower_priority) if procs > 1 else None
+            raw_keys = {d: bytes(k) for d, k in conn.execute("SELECT device_id, public_key FROM devices")}
+            side = ThreadPoolExecutor(2)
+            pool = None
             try:
-                futs = [pool.submit(_frames_part, dsn, devices, only, k, parts, snap)
-                        for k in range(parts)] if pool else []
-                # the stored leaves come over a second connection in the same snapshot, meanwhile
-                with ThreadPoolExecutor(1) as side:
-                    fut = side.submit(_copy_in_snapshot, dsn, snap, "SELECT leaf_devices, leaf_seqs, leaf_idxs, "
-                                      "leaf_hashes FROM batches " + BATCH_FILTER, params)
+                # the stored leaves and (with the native check) the frames come over connections of their
+                # own in the same snapshot while this one loads the readings
+                stored_fut = side.submit(_copy_in_snapshot, dsn, snap, "SELECT leaf_devices, leaf_seqs, leaf_idxs, "
+                                         "leaf_hashes FROM batches " + BATCH_FILTER, params)
+                if nativelib.LIB is not None:
+                    frames_fut = side.submit(_frames_in_snapshot, dsn, snap, devices, only)
+                    cur = load_current(conn, batch_ids, devices, snap, dsn)
+                    frames = frames_fut.result()
+                    findex = _index_of(frames)
+                    # the frame check releases the GIL: it runs on the side while the leaves are compared
+                    check_fut = side.submit(_native_frame_check, frames, devices, raw_keys, 2)
+                else:
+                    procs = workers if workers is not None else (1 if n_frames < _INLINE_FRAMES else 2)
+                    parts = procs * 3 if procs > 1 else 1
+                    pool = ProcessPoolExecutor(procs, initializer=_lower_priority) if procs > 1 else None
+                    futs = [pool.submit(_frames_part, dsn, devices, only, k, parts, snap)
+                            for k in range(parts)] if pool else []
                     cur = load_current(conn, batch_ids, devices, snap, dsn)
                     findex = _frame_index(conn, devices, only)
-                    stored = Rows(fut.result(), 4)
+                stored = Rows(stored_fut.result(), 4)
                 reports, on_ledger, check, slow = _ledger_side(meta, backend, cur)
                 seen = _compare(reports, meta, on_ledger, check, stored, cur, findex, devices)
-                if pool:
+                if nativelib.LIB is not None:
+                    bad = check_fut.result()
+                elif pool:
                     # the shares no worker has started yet are done here, so no core idles at the end
                     mine = {k: _frames_part(dsn, devices, only, k, parts, snap)
                             for k in reversed(range(parts)) if futs[k].cancel()}
                     bad = [p for k in range(parts) for p in (mine[k] if k in mine else futs[k].result())]
                 else:
-                    bad = _frames_part(dsn, devices, only, 0, 1, snap, threads=2)
+                    bad = _frames_part(dsn, devices, only, 0, 1, snap)
             finally:
+                side.shutdown()
                 if pool:
                     pool.shutdown()
             if seen is not None:

@@ -11,7 +11,7 @@ from firmware_sim import wire
 from firmware_sim.identity import DeviceRecord, public_key_b64
 from firmware_sim.wire import Frame, Reading
 from ingest import reasons
-from ingest.validate import Accepted, Limits, Rejected, validate
+from ingest.validate import Accepted, Limits, Rejected, validate, validate_many
 
 KEY = Ed25519PrivateKey.from_private_bytes(b"\x07" * 32)
 OTHER = Ed25519PrivateKey.from_private_bytes(b"\x08" * 32)
@@ -78,6 +78,35 @@ def test_fuzz_never_crashes_and_always_names_a_documented_reason(payload: bytes,
         assert v.reason in reasons.ALL and v.detail
     else:
         assert isinstance(v.frame, Frame) and msgspec.json.decode(v.payload)
+
+
+def _verdict(v: Accepted | Rejected) -> tuple[str, str, str | None, int | None]:
+    return ("accepted", "", None, None) if isinstance(v, Accepted) else (v.reason, v.detail, v.device, v.seq)
+
+
+def test_validating_a_batch_gives_each_message_the_verdict_it_gets_alone() -> None:
+    from ledger import nativelib
+
+    assert nativelib.LIB is not None  # otherwise validate_many is validate in a loop and this tests little
+    cases = [(TOPIC, frame(sent_ms=NOW - i)) for i in range(300)]
+    odd = [("wattproof/v1/s1/s1-main/status", frame()), (TOPIC, b"{"), (TOPIC, b"{}"),
+           (wire.readings_topic("s1", "s1-ghost"), frame(device="s1-ghost")), (TOPIC, frame(key=OTHER)),
+           (TOPIC, frame(sent_ms=NOW + 3 * 3600_000)), (TOPIC, frame(power_w=10_000 * 101)),
+           (TOPIC, GOOD.replace(b'"sig":"', b'"sig":"A', 1)), (TOPIC, GOOD.replace(b"1000", b"1001", 1))]
+    for k, item in enumerate(odd):
+        cases.insert(k * 31 + 7, item)
+    got = validate_many(cases, REG, NOW)
+    assert [_verdict(v) for v in got] == [_verdict(validate(t, p, REG, NOW)) for t, p in cases]
+    assert sum(isinstance(v, Accepted) for v in got) == 300
+
+
+@given(st.lists(st.lists(st.tuples(st.integers(0, len(GOOD) - 1), st.integers(0, 255)), max_size=3)
+                .map(lambda muts: bytes(_mutate(GOOD, muts))), min_size=1, max_size=20))
+@settings(max_examples=200)
+def test_validate_many_equals_validate_on_mutated_frames(payloads: list[bytes]) -> None:
+    items = [(TOPIC, p) for p in payloads]
+    assert ([_verdict(v) for v in validate_many(items, REG, NOW)]
+            == [_verdict(validate(t, p, REG, NOW)) for t, p in items])
 
 
 def _mutate(data: bytes, muts: list[tuple[int, int]]) -> bytearray:

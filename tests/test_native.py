@@ -163,3 +163,36 @@ def test_verify_batch_finds_the_one_bad_signature_among_many() -> None:
     got = nativelib.verify_batch(msgs, short, keys)
     assert not got[3] and got.sum() == 512
     assert nativelib.verify_batch([], [], []).shape == (0,)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.binary(max_size=300), max_size=50), st.integers(1, 4))
+def test_sha256_of_many_ranges_equals_hashlib(chunks: list[bytes], threads: int) -> None:
+    buf = np.frombuffer(b"".join(chunks) or b"\0", np.uint8)
+    offs = np.zeros(len(chunks) + 1, np.int64)
+    np.cumsum([len(c) for c in chunks], out=offs[1:])
+    out = np.empty((len(chunks), 32), np.uint8)
+    nativelib.sha256_ranges(buf, offs, out, threads)
+    assert [bytes(r) for r in out] == [hashlib.sha256(c).digest() for c in chunks]
+
+
+def test_sha256_ranges_refuses_offsets_outside_the_buffer() -> None:
+    with pytest.raises(ValueError):
+        nativelib.sha256_ranges(np.zeros(4, np.uint8), np.array([0, 5]), np.empty((1, 32), np.uint8))
+    with pytest.raises(ValueError):
+        nativelib.sha256_ranges(np.zeros(4, np.uint8), np.array([3, 1]), np.empty((1, 32), np.uint8))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 70), max_size=12))
+def test_merkle_roots_of_many_runs_equal_the_rfc6962_reference(sizes: list[int]) -> None:
+    from ledger import merkle
+
+    total = sum(sizes)
+    hashes = np.frombuffer(b"".join(hashlib.sha256(b"\0" + i.to_bytes(4, "big")).digest() for i in range(total))
+                           or b"", np.uint8).reshape(-1, 32)
+    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    got = nativelib.merkle_roots(hashes, starts)
+    for b in range(len(sizes)):
+        run = [bytes(hashes[i]) for i in range(starts[b], starts[b + 1])]
+        assert bytes(got[b]) == merkle.root_from_leaf_hashes(run)

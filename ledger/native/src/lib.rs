@@ -1,7 +1,9 @@
 //! wattproof's native frame checks, called from Python through ctypes (`ledger/nativelib.py`).
 //!
-//! Owns one job: deciding fast that many signed frames are authentic, with well-kept libraries
-//! (ed25519-dalek's batch verification, zstd, sha2, base64) and no cryptography of its own.
+//! Owns two jobs: deciding fast that many signed frames are authentic, with well-kept libraries
+//! (ed25519-dalek's batch verification, zstd, sha2, base64) and no cryptography of its own; and
+//! hashing many leaves and RFC 6962 Merkle roots with sha2 (SHA-NI where the CPU has it), so that the
+//! Python side needs no per-process JIT compilation for it.
 //! It only ever says "proven good" (0) or "not proven" (1) per frame; every "not proven" frame is
 //! decided, and its problem worded, by the Python reference check (decode, RFC 8785, OpenSSL), so a
 //! disagreement can only make this faster path slower, never more lenient than the key holder.
@@ -35,7 +37,7 @@ const SIG_KEY: &[u8] = b"\"sig\":\"";
 /// ABI version: bump when a signature below changes (the loader refuses a stale library).
 #[no_mangle]
 pub extern "C" fn wp_abi_version() -> u32 {
-    1
+    2
 }
 
 struct Pending<'k> {
@@ -249,6 +251,102 @@ pub unsafe extern "C" fn wp_verify_batch(
     0
 }
 
+/// SHA-256 of each range `buf[offs[i]..offs[i + 1]]` into `out[32 i..]`, on `threads` threads.
+/// Returns 0, or -1 on a null pointer or offsets that are not non-decreasing within `buf_len`.
+///
+/// # Safety
+/// `offs` must hold `n + 1` values, `buf` be valid for `buf_len` bytes and `out` for `32 n` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn wp_sha256_ranges(
+    n: usize,
+    buf: *const u8,
+    buf_len: usize,
+    offs: *const i64,
+    threads: usize,
+    out: *mut u8,
+) -> i32 {
+    if n == 0 {
+        return 0;
+    }
+    if buf.is_null() || offs.is_null() || out.is_null() {
+        return -1;
+    }
+    let buf = slice::from_raw_parts(buf, buf_len);
+    let offs = slice::from_raw_parts(offs, n + 1);
+    if offs.windows(2).any(|w| w[0] < 0 || w[1] < w[0]) || usize::try_from(offs[n]).map_or(true, |e| e > buf_len) {
+        return -1;
+    }
+    let out = slice::from_raw_parts_mut(out, 32 * n);
+    let threads = threads.clamp(1, 64).min(n);
+    let per = n.div_ceil(threads);
+    std::thread::scope(|s| {
+        for (t, part) in out.chunks_mut(32 * per).enumerate() {
+            s.spawn(move || {
+                for (j, dst) in part.chunks_exact_mut(32).enumerate() {
+                    let i = t * per + j;
+                    dst.copy_from_slice(&Sha256::digest(&buf[offs[i] as usize..offs[i + 1] as usize]));
+                }
+            });
+        }
+    });
+    0
+}
+
+/// RFC 6962 Merkle Tree Hash of `level[..m]` (leaf hashes), computed in place bottom-up: node `i` of the
+/// next level is SHA-256(0x01 || 2i || 2i+1) and an odd last node moves up unchanged, which gives the
+/// same heads as the RFC's recursive split at the largest power of two below `m`.
+fn root_in_place(level: &mut [[u8; 32]], mut m: usize) -> [u8; 32] {
+    while m > 1 {
+        let half = m / 2;
+        for i in 0..half {
+            let mut h = Sha256::new();
+            h.update([1u8]);
+            h.update(level[2 * i]);
+            h.update(level[2 * i + 1]);
+            level[i] = h.finalize().into();
+        }
+        if m % 2 == 1 {
+            level[half] = level[m - 1];
+        }
+        m = half + m % 2;
+    }
+    level[0]
+}
+
+/// The RFC 6962 root of each run `hashes[starts[b]..starts[b + 1]]` (32-byte leaf hashes) into `out[32 b..]`;
+/// an empty run gives SHA-256 of the empty string. Returns 0, or -1 on bad pointers or starts.
+///
+/// # Safety
+/// `starts` must hold `nb + 1` values, `hashes` be valid for `32 starts[nb]` bytes and `out` for `32 nb`.
+#[no_mangle]
+pub unsafe extern "C" fn wp_merkle_roots(nb: usize, hashes: *const u8, starts: *const i64, out: *mut u8) -> i32 {
+    if nb == 0 {
+        return 0;
+    }
+    if starts.is_null() || out.is_null() {
+        return -1;
+    }
+    let starts = slice::from_raw_parts(starts, nb + 1);
+    if starts.windows(2).any(|w| w[0] < 0 || w[1] < w[0]) || (hashes.is_null() && starts[nb] > 0) {
+        return -1;
+    }
+    let total = starts[nb] as usize;
+    let leaves: &[[u8; 32]] = if total == 0 { &[] } else { slice::from_raw_parts(hashes as *const [u8; 32], total) };
+    let out = slice::from_raw_parts_mut(out as *mut [u8; 32], nb);
+    let widest = starts.windows(2).map(|w| (w[1] - w[0]) as usize).max().unwrap_or(0);
+    let mut level = vec![[0u8; 32]; widest.max(1)];
+    for b in 0..nb {
+        let (lo, hi) = (starts[b] as usize, starts[b + 1] as usize);
+        out[b] = if hi == lo {
+            Sha256::digest([]).into()
+        } else {
+            level[..hi - lo].copy_from_slice(&leaves[lo..hi]);
+            root_in_place(&mut level, hi - lo)
+        };
+    }
+    0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,6 +358,23 @@ mod tests {
         let (msg, s) = split_signature(raw.as_bytes()).unwrap();
         assert_eq!(msg, b"{\"a\":1,\"z\":2}");
         assert_eq!(s.to_bytes(), [7u8; 64]);
+    }
+
+    #[test]
+    fn roots_follow_rfc6962_for_small_trees() {
+        let leaf = |i: u8| -> [u8; 32] { Sha256::digest([0u8, i]).into() };
+        let node = |l: [u8; 32], r: [u8; 32]| -> [u8; 32] {
+            let mut h = Sha256::new();
+            h.update([1u8]);
+            h.update(l);
+            h.update(r);
+            h.finalize().into()
+        };
+        let ls: Vec<[u8; 32]> = (0..3).map(leaf).collect();
+        // MTH of 3 leaves = node(node(l0, l1), l2)
+        let want = node(node(ls[0], ls[1]), ls[2]);
+        let mut level = ls.clone();
+        assert_eq!(root_in_place(&mut level, 3), want);
     }
 
     #[test]
