@@ -8,7 +8,10 @@ Delivery contract (DESIGN invariant 1): a message is acknowledged (PUBACK) only 
 transaction holding its rows — or its quarantine row — has committed. If the process dies before
 that, the broker redelivers it to the same persistent session (or, with a shared subscription,
 to another worker) and the writer's (device_id, seq) idempotency makes the redelivery a no-op.
-The paho callback only enqueues; all work happens on the writer thread.
+The paho callback only enqueues. Two threads do the work as a pipeline: the validator collects a
+batch and validates it (CPU), then hands it to the writer, which writes, commits and acknowledges it
+(mostly waiting for PostgreSQL) while the validator already works on the next batch. Batches are
+written and acknowledged in the order they were collected, so PUBACKs keep the order of the PUBLISHes.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import psycopg
+import zstandard
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_server
@@ -32,7 +36,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_e
 from firmware_sim.publisher import parse_broker_url
 from ingest.registry import load_devices
 from ingest.validate import Accepted, Limits, Rejected, validate_many
-from ingest.writer import BatchResult, StoreWriter
+from ingest.writer import BatchResult, Prepared, StoreWriter, prepare
 
 log = logging.getLogger("wattproof.ingest")
 
@@ -58,6 +62,10 @@ class Metrics:
         self.queue_depth = Gauge("wattproof_ingest_queue_depth", "Messages received, not yet committed", registry=r)
         self.lag_seconds = Gauge("wattproof_ingest_consumer_lag_seconds",
                                  "Receive time minus send time of the last committed frame", registry=r)
+
+
+# a batch between the validator and the writer: (messages, verdicts, prepared rows, receive time ms)
+Ready = tuple[list[mqtt.MQTTMessage], list[Accepted | Rejected], Prepared, int]
 
 
 @dataclass
@@ -88,13 +96,18 @@ class IngestService:
         self._connected = threading.Event()
         self._last_activity = time.monotonic()
         self._error: BaseException | None = None
+        # validated and prepared batches waiting for the writer: (messages, verdicts, prepared, receive time)
+        self._ready: queue.Queue[Ready | None] = queue.Queue(maxsize=2)
+        self._zstd = {"validator": zstandard.ZstdCompressor(level=3), "writer": zstandard.ZstdCompressor(level=3)}
+        self._inflight = 0  # batches taken off the queue and not yet acknowledged
+        self._validator = threading.Thread(target=self._run_validator, name="ingest-validator", daemon=True)
         self._thread = threading.Thread(target=self._run_writer, name="ingest-writer", daemon=True)
         self._lock = threading.Lock()
         proto = mqtt.MQTTv5 if cfg.protocol == 5 else mqtt.MQTTv311
         kwargs: dict[str, Any] = {} if proto == mqtt.MQTTv5 else {"clean_session": False}
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.client_id, protocol=proto,
                                    manual_ack=True, **kwargs)
-        self._client.max_inflight_messages_set(cfg.batch_frames * 2)
+        self._client.max_inflight_messages_set(cfg.batch_frames * 4)
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
@@ -106,6 +119,7 @@ class IngestService:
         if self.cfg.metrics_port:
             start_http_server(self.cfg.metrics_port, registry=self.metrics.registry)
         self._conn = self._connect_db()
+        self._validator.start()
         self._thread.start()
         host, port = parse_broker_url(self.cfg.broker_url)
         if self._client.protocol == mqtt.MQTTv5:
@@ -123,6 +137,8 @@ class IngestService:
     def stop(self) -> None:
         """Stop taking messages, commit and ack what is queued, disconnect."""
         self._stop.set()
+        if self._validator.is_alive():
+            self._validator.join(timeout=60)
         if self._thread.is_alive():
             self._thread.join(timeout=60)
         self._client.disconnect()
@@ -140,7 +156,8 @@ class IngestService:
                 raise IngestError(f"ingest writer failed: {self._error}") from self._error
             with self._lock:
                 quiet = time.monotonic() - self._last_activity
-            if self._q.empty() and quiet >= idle_s:
+                busy = self._inflight
+            if self._q.empty() and not busy and quiet >= idle_s:
                 return
             time.sleep(min(0.1, idle_s / 4))
         raise IngestError(f"ingest still busy after {timeout_s:.0f}s")
@@ -183,12 +200,43 @@ class IngestService:
                 return conn
         raise AssertionError("unreachable")
 
+    def _run_validator(self) -> None:
+        try:
+            while not (self._stop.is_set() and self._q.empty()) and self._error is None:
+                batch = self._collect()
+                if not batch:
+                    continue
+                with self._lock:
+                    self._inflight += 1
+                now_ms = int(time.time() * 1000)
+                verdicts = validate_many([(m.topic, m.payload) for m in batch],  # type: ignore[misc]
+                                         self._registry, now_ms, self.cfg.limits)
+                self._hand_over((batch, verdicts, self._prepare(verdicts, "validator"), now_ms))
+        except BaseException as exc:  # surfaced by wait_idle / the CLI; nothing is acked
+            log.exception("validator stopped")
+            self._error = exc
+        finally:
+            self._hand_over(None)
+
+    def _prepare(self, verdicts: list[Accepted | Rejected], thread: str) -> Prepared:
+        return prepare([v for v in verdicts if isinstance(v, Accepted)], [v for v in verdicts if isinstance(v, Rejected)],
+                       self._zstd[thread])
+
+    def _hand_over(self, item: Ready | None) -> None:
+        while self._error is None or item is None:
+            try:
+                self._ready.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                if not self._thread.is_alive():
+                    return  # the writer is gone (its error is recorded): nothing will take it
+
     def _run_writer(self) -> None:
         try:
-            while not (self._stop.is_set() and self._q.empty()):
-                batch = self._collect()
-                if batch:
-                    self._write_with_retry(batch)
+            while (item := self._ready.get()) is not None:
+                self._write_with_retry(*item)
+                with self._lock:
+                    self._inflight -= 1
         except BaseException as exc:  # surfaced by wait_idle / the CLI; nothing is acked
             log.exception("writer stopped")
             self._error = exc
@@ -210,7 +258,8 @@ class IngestService:
                 break
         return batch
 
-    def _write_with_retry(self, batch: list[mqtt.MQTTMessage]) -> None:
+    def _write_with_retry(self, batch: list[mqtt.MQTTMessage], verdicts: list[Accepted | Rejected],
+                          prepared: Prepared, now_ms: int) -> None:
         m = self.metrics
         for attempt in Retrying(retry=retry_if_exception_type((psycopg.OperationalError, psycopg.InterfaceError)),
                                 wait=wait_exponential(multiplier=0.2, max=5), stop=stop_after_delay(self.cfg.db_retry_s),
@@ -218,17 +267,12 @@ class IngestService:
                                 before_sleep=lambda rs: self._reconnect_db()):
             with attempt:
                 t0 = time.perf_counter()
-                now_ms = int(time.time() * 1000)
-                acc: list[Accepted] = []
-                rej: list[Rejected] = []
-                items = [(msg.topic, msg.payload) for msg in batch]
-                verdicts = validate_many(items, self._registry, now_ms, self.cfg.limits)
                 if any(isinstance(v, Rejected) and v.reason == "unknown_device" for v in verdicts):
                     self._registry = load_devices(self._conn)  # provisioned since we loaded it?
-                    verdicts = validate_many(items, self._registry, now_ms, self.cfg.limits)
-                for v in verdicts:
-                    (acc if isinstance(v, Accepted) else rej).append(v)  # type: ignore[arg-type]
-                result = self._writer.write(acc, rej)
+                    verdicts = validate_many([(msg.topic, msg.payload) for msg in batch],  # type: ignore[misc]
+                                             self._registry, now_ms, self.cfg.limits)
+                    prepared = self._prepare(verdicts, "writer")
+                result = self._writer.write_prepared(prepared)
                 m.commit_seconds.observe(time.perf_counter() - t0)
         # Committed: now, and only now, acknowledge.
         for msg in batch:
@@ -240,8 +284,8 @@ class IngestService:
         for reason, n in result.quarantined.items():
             m.quarantined.labels(reason).inc(n)
         m.queue_depth.set(self._q.qsize())
-        if acc:
-            m.lag_seconds.set(max(0.0, (now_ms - acc[-1].frame.sent_ms) / 1000))
+        if prepared.frames:
+            m.lag_seconds.set(max(0.0, (now_ms - prepared.frames[-1][0].frame.sent_ms) / 1000))
         self.totals.add(result)
         with self._lock:
             self._last_activity = time.monotonic()

@@ -1,6 +1,7 @@
 """The idempotent batch writer: accepted frames and their readings via COPY, rejects to quarantine.
 
-Owns: one transaction per batch —
+Owns: ``prepare`` (the CPU work of a batch, no database: hashes, zstd, quarantine rows, the readings'
+COPY payload) and, in ``StoreWriter.write_prepared``, one transaction per batch —
   1. ensure the month partitions the batch's readings fall in;
   2. COPY the frames into a temporary staging table (binary COPY, psycopg 3);
   3. move frames whose (device_id, seq) is already stored with *different* bytes to quarantine
@@ -51,6 +52,48 @@ CREATE TEMP TABLE IF NOT EXISTS stage_frames (
 """
 
 
+@dataclass
+class Prepared:
+    """A batch made ready for the database without touching it (``prepare``): what ``StoreWriter.write_prepared``
+    needs, so that a pipeline can prepare the next batch while the current one is being written."""
+
+    frames: list[tuple[Accepted, bytes, bytes]]  # the first frame of each (device, seq): (frame, SHA-256, zstd)
+    quarantine: list[tuple[str, bytes, str, str, str | None, int | None]]
+    duplicates: int  # frames repeated within the batch with the same bytes
+    months: set[int]  # year * 12 + month - 1 of the partitions the readings need
+    readings: tuple[bytes, int]  # COPY payload and row count for the readings of every frame in ``frames``
+
+
+def prepare(accepted: Sequence[Accepted], rejected: Sequence[Rejected], zstd: zstandard.ZstdCompressor) -> Prepared:
+    """Pure CPU work of a batch: hashes, compression, quarantine rows, the readings' COPY payload.
+    ``zstd`` is not thread-safe: one compressor per calling thread."""
+    quarantine: list[tuple[str, bytes, str, str, str | None, int | None]] = [
+        (r.topic, r.payload, r.reason, r.detail, r.device, r.seq) for r in rejected]
+    # Within one batch, the first frame of a (device, seq) wins; a different one is a replay.
+    first: dict[tuple[str, int], bytes] = {}
+    frames: list[tuple[Accepted, bytes, bytes]] = []
+    duplicates = 0
+    months: set[int] = set()
+    for a in accepted:
+        digest = hashlib.sha256(a.payload).digest()
+        key = (a.frame.device, a.frame.seq)
+        if key in first:
+            if first[key] != digest:
+                quarantine.append((a.topic, a.payload, reasons.REPLAYED_SEQ,
+                                   f"seq {a.frame.seq} of {a.frame.device} arrived twice with different content", *key))
+            else:
+                duplicates += 1
+            continue
+        first[key] = digest
+        frames.append((a, digest, zstd.compress(a.payload)))
+        ts = [r.ts_ms for r in a.frame.readings]
+        for t in (min(ts), max(ts)):  # a frame spans far less than a month
+            d = datetime.fromtimestamp(t / 1000, UTC)
+            months.add(d.year * 12 + d.month - 1)
+    readings = readings_copy((a.frame.device, a.frame.seq, a.frame.readings) for a, _, _ in frames)
+    return Prepared(frames, quarantine, duplicates, months, readings)
+
+
 class StoreWriter:
     """Writes batches on one connection (reconnect by making a new writer)."""
 
@@ -60,44 +103,29 @@ class StoreWriter:
         self.conn = conn
         self._zstd = zstandard.ZstdCompressor(level=3)  # not thread-safe: one per writer
         self._months: set[int] = set()
-        self._new_months: set[int] = set()
         with conn.transaction():
             conn.execute(_STAGE)
 
     def write(self, accepted: Sequence[Accepted], rejected: Sequence[Rejected]) -> BatchResult:
-        result = BatchResult()
-        quarantine: list[tuple[str, bytes, str, str, str | None, int | None]] = [
-            (r.topic, r.payload, r.reason, r.detail, r.device, r.seq) for r in rejected]
-        # Within one batch, the first frame of a (device, seq) wins; a different one is a replay.
-        first: dict[tuple[str, int], bytes] = {}
-        frames: list[tuple[Accepted, bytes]] = []
-        for a in accepted:
-            digest = hashlib.sha256(a.payload).digest()
-            key = (a.frame.device, a.frame.seq)
-            if key in first:
-                if first[key] != digest:
-                    quarantine.append((a.topic, a.payload, reasons.REPLAYED_SEQ,
-                                       f"seq {a.frame.seq} of {a.frame.device} arrived twice with different content", *key))
-                else:
-                    result.frames_duplicate += 1
-                continue
-            first[key] = digest
-            frames.append((a, digest))
+        return self.write_prepared(prepare(accepted, rejected, self._zstd))
 
+    def write_prepared(self, p: Prepared) -> BatchResult:
+        result = BatchResult(frames_duplicate=p.duplicates)
+        quarantine = list(p.quarantine)
         with self.conn.transaction():
-            self._ensure_partitions(frames)
+            self._ensure_partitions(p.months)
             cur = self.conn.cursor()
-            if frames:
+            if p.frames:
                 with cur.copy("COPY stage_frames FROM STDIN (FORMAT BINARY)") as cp:
                     cp.set_types(["text", "int8", "int8", "bytea", "bytea", "int4"])
-                    for a, digest in frames:
+                    for a, digest, raw_z in p.frames:
                         f = a.frame
-                        cp.write_row((f.device, f.seq, f.sent_ms, digest, self._zstd.compress(a.payload), len(f.readings)))
+                        cp.write_row((f.device, f.seq, f.sent_ms, digest, raw_z, len(f.readings)))
                 # Stored already with other bytes → replay: quarantine it and drop it from staging.
                 replays = cur.execute(
                     "DELETE FROM stage_frames s USING frames f WHERE f.device_id = s.device_id AND f.seq = s.seq "
                     "AND f.frame_sha256 <> s.frame_sha256 RETURNING s.device_id, s.seq").fetchall()
-                by_key = {(a.frame.device, a.frame.seq): a for a, _ in frames}
+                by_key = {(a.frame.device, a.frame.seq): a for a, _, _ in p.frames}
                 for device, seq in replays:
                     a = by_key[(device, seq)]
                     quarantine.append((a.topic, a.payload, reasons.REPLAYED_SEQ,
@@ -107,31 +135,28 @@ class StoreWriter:
                     "INSERT INTO frames (device_id, seq, sent_ms, frame_sha256, raw_zstd, n_readings) "
                     "SELECT device_id, seq, sent_ms, frame_sha256, raw_zstd, n_readings FROM stage_frames "
                     "ON CONFLICT (device_id, seq) DO NOTHING RETURNING device_id, seq").fetchall()
-                # Readings go straight into the table, for exactly the frames that were new.
-                data, result.readings_written = readings_copy(
-                    (device, seq, by_key[(device, seq)].frame.readings) for device, seq in new)
+                # Readings go straight into the table, for exactly the frames that were new (usually all
+                # of them: the payload prepared for every frame; a redelivery or replay: built again).
+                if len(new) == len(p.frames):
+                    data, result.readings_written = p.readings
+                else:
+                    data, result.readings_written = readings_copy(
+                        (device, seq, by_key[(device, seq)].frame.readings) for device, seq in new)
                 with cur.copy("COPY readings (device_id, seq, idx, ts, channel, energy_wh, power_w) "
                               "FROM STDIN (FORMAT BINARY)") as cp:
                     cp.write(data)
                 result.frames_accepted = len(new)
-                result.frames_duplicate += len(frames) - len(replays) - result.frames_accepted
+                result.frames_duplicate += len(p.frames) - len(replays) - result.frames_accepted
             if quarantine:
                 with cur.copy("COPY quarantine (topic, payload, reason, detail, device_id, seq) FROM STDIN (FORMAT BINARY)") as cp:
                     cp.set_types(["text", "bytea", "text", "text", "text", "int8"])
                     for q in quarantine:
                         cp.write_row(q)
                 result.quarantined.update(q[2] for q in quarantine)
-        self._months |= self._new_months  # only once committed: a rollback undoes the partitions too
+        self._months |= p.months  # only once committed: a rollback undoes the partitions too
         return result
 
-    def _ensure_partitions(self, frames: list[tuple[Accepted, bytes]]) -> None:
-        months = set()
-        for a, _ in frames:
-            ts = [r.ts_ms for r in a.frame.readings]
-            for t in (min(ts), max(ts)):  # a frame spans far less than a month
-                d = datetime.fromtimestamp(t / 1000, UTC)
-                months.add(d.year * 12 + d.month - 1)
+    def _ensure_partitions(self, months: set[int]) -> None:
         for m in months - self._months:
             at = datetime(m // 12, m % 12 + 1, 1, tzinfo=UTC)
             self.conn.execute("SELECT ensure_readings_partition(%s)", (at,))
-        self._new_months = months

@@ -8,7 +8,6 @@ import typer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from firmware_sim.fleet import FleetPublisher, write_sites, write_truth, write_weather
 from firmware_sim.identity import (
     FileRegistry,
     generate_key,
@@ -17,7 +16,6 @@ from firmware_sim.identity import (
     write_private_key,
 )
 from firmware_sim.scenarios import Scenario, load_scenario
-from firmware_sim.sim import simulate
 from wattproof import config
 
 
@@ -51,6 +49,11 @@ def register(app: typer.Typer) -> None:
                                              "missing keys are generated (0600)."),
     ) -> None:
         """Simulate sites (main meter, sub-meters, PV) and publish signed frames over MQTT 5."""
+        # imported here: the load and PV models pull in pvlib and pandas (~1 s, ~100 MB), which the
+        # other commands — `wattproof ingest` above all — do not need
+        from firmware_sim.fleet import FleetPublisher, write_sites, write_truth, write_weather
+        from firmware_sim.sim import simulate
+
         if speed is not None and backfill:
             raise typer.BadParameter("--speed and --backfill exclude each other")
         sc: Scenario | None = load_scenario(scenario) if scenario else None
