@@ -1,0 +1,1 @@
+"""dashboard: the Streamlit pages for sustainability officers and auditors (a later issue)."""

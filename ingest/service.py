@@ -78,7 +78,7 @@ class IngestConfig:
     # (found by test_broker_restart_mid_stream...), so the default is a plain persistent
     # subscription, which loses nothing across broker restarts; scale out with shared=True.
     shared: bool = False
-    batch_frames: int = 1000
+    batch_frames: int = 500  # at most half the broker's in-flight limit (1000 in our configs): see docs/store.md
     batch_ms: int = 200
     limits: Limits = field(default_factory=Limits)
     protocol: int = 5

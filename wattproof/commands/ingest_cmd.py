@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
         db: str = typer.Option(..., "--db", envvar="WATTPROOF_DB", help="PostgreSQL DSN."),
         client_id: str = typer.Option("wattproof-ingest", "--client-id",
                                       help="MQTT client id (persistent session); unique per worker."),
-        batch_frames: int = typer.Option(1000, "--batch-frames", min=1, help="Commit after this many frames…"),
+        batch_frames: int = typer.Option(500, "--batch-frames", min=1, help="Commit after this many frames…"),
         batch_ms: int = typer.Option(200, "--batch-ms", min=1, help="…or after this many milliseconds."),
         max_future_skew_s: int = typer.Option(300, "--max-future-skew-s", help="Reject frames sent further in the future."),
         max_age_days: float = typer.Option(7.0, "--max-age-days", help="Reject frames sent longer ago (offline spool limit)."),
