@@ -108,11 +108,10 @@ def _array_elems(buf: np.ndarray, off: np.ndarray, ln: np.ndarray, total: int) -
 
 
 @njit(cache=True)
-def _array_ints(buf: np.ndarray, off: np.ndarray, ln: np.ndarray, total: int) -> tuple[np.ndarray, np.ndarray, bool]:
-    """The integer elements of 1-D binary arrays of int2/int4/int8 (or timestamptz) straight into one
-    int64 array (no per-element offsets): (values, each array's count, ok). ``ok`` is False on a NULL
-    element or more than ``total`` elements."""
-    out = np.empty(total, np.int64)
+def _array_ints_into(buf: np.ndarray, off: np.ndarray, ln: np.ndarray, out: np.ndarray) -> tuple[int, np.ndarray, bool]:
+    """The integer elements of 1-D binary arrays of int2/int4/int8 (or timestamptz) straight into the
+    int64 array ``out`` (no per-element offsets): (elements written, each array's count, ok). ``ok`` is
+    False on a NULL element or more elements than ``out`` holds."""
     counts = np.zeros(off.size, np.int64)
     k = 0
     for i in range(off.size):
@@ -120,13 +119,13 @@ def _array_ints(buf: np.ndarray, off: np.ndarray, ln: np.ndarray, total: int) ->
             continue
         p, cnt = _array_header(buf, off[i])
         counts[i] = cnt
-        if k + cnt > total:
-            return out[:k], counts, False
+        if k + cnt > out.size:
+            return k, counts, False
         for _ in range(cnt):
             n = _be32(buf, p)
             p += 4
             if n >= 0x80000000 or n == 0 or n > 8:
-                return out[:k], counts, False
+                return k, counts, False
             v = np.int64(0)
             for j in range(n):
                 v = (v << 8) | np.int64(buf[p + j])
@@ -135,7 +134,7 @@ def _array_ints(buf: np.ndarray, off: np.ndarray, ln: np.ndarray, total: int) ->
             out[k] = v
             k += 1
             p += n
-    return out[:k], counts, True
+    return k, counts, True
 
 
 @njit(cache=True)
@@ -192,11 +191,17 @@ class Rows:
 
     def array_ints(self, col: int, total: int) -> tuple[np.ndarray, np.ndarray]:
         """All elements of an integer array column as one int64 array, and each row's count."""
-        vals, counts, ok = _array_ints(self.buf, np.ascontiguousarray(self.off[:, col]),
-                                       np.ascontiguousarray(self.ln[:, col]), total)
+        out = np.empty(total, np.int64)
+        k, counts = self.array_ints_into(col, out)
+        return out[:k], counts
+
+    def array_ints_into(self, col: int, out: np.ndarray) -> tuple[int, np.ndarray]:
+        """``array_ints`` written into ``out`` (int64, C-contiguous): (elements written, each row's count)."""
+        k, counts, ok = _array_ints_into(self.buf, np.ascontiguousarray(self.off[:, col]),
+                                         np.ascontiguousarray(self.ln[:, col]), out)
         if not ok:
             raise ValueError("array holds a NULL, a non-integer or more elements than expected")
-        return vals, counts
+        return k, counts
 
     def elem_ints(self, eo: np.ndarray, el: np.ndarray) -> np.ndarray:
         return _ints(self.buf, eo, el)

@@ -17,7 +17,7 @@ import gc
 import hashlib
 import os
 import re
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
@@ -180,6 +180,17 @@ def _frames_part(dsn: str, devices: list[str], batch_ids: list[str] | None, part
     return _frame_problems(rows, range(len(rows)), devices, raw_keys, try_fast=True)
 
 
+def _frames_then_check(rows_out: Future[Rows], dsn: str, snapshot: str, devices: list[str],
+                       batch_ids: list[str] | None, raw_keys: dict[str, bytes]) -> list[tuple[int, int, str]]:
+    try:
+        rows = _frames_in_snapshot(dsn, snapshot, devices, batch_ids)
+    except BaseException as exc:
+        rows_out.set_exception(exc)
+        raise
+    rows_out.set_result(rows)
+    return _native_frame_check(rows, devices, raw_keys, 2)
+
+
 def _frames_in_snapshot(dsn: str, snapshot: str, devices: list[str], batch_ids: list[str] | None) -> Rows:
     with psycopg.connect(dsn, autocommit=True) as conn:
         _enter_snapshot(conn, snapshot)
@@ -205,6 +216,22 @@ def _attach_bad_frames(reports: list[Any], seen: Seen, findex: tuple[np.ndarray,
                         key=lambda t: (t[0], all_devs[int(f_dev[t[1]])], int(f_seq[t[1]]))):
         d, q = int(f_dev[fr]), int(f_seq[fr])
         reports[b].bad_frames.append((all_devs[d], q, why[(d, q)]))
+
+
+def _mask(m: np.ndarray) -> np.ndarray | bool:
+    """``True`` when the boolean mask keeps everything (the usual case: then nothing is copied), else the mask."""
+    return True if bool(m.all()) else m
+
+
+def _take(a: np.ndarray, m: np.ndarray | bool) -> np.ndarray:
+    return a if m is True else a[m]
+
+
+def _argsort(key: np.ndarray) -> np.ndarray:
+    """A stable argsort; keys that are already in order (the usual case: the store returns them so) cost one pass."""
+    if key.size < 2 or bool((key[1:] >= key[:-1]).all()):
+        return np.arange(key.size, dtype=np.int64)
+    return np.argsort(key, kind="stable")
 
 
 def _dense(*cols: np.ndarray) -> tuple[list[np.ndarray], int]:
@@ -270,12 +297,12 @@ def _verify_bulk(dsn: str, backend: LedgerBackend, site: str | None, start: date
                 stored_fut = side.submit(_copy_in_snapshot, dsn, snap, "SELECT leaf_devices, leaf_seqs, leaf_idxs, "
                                          "leaf_hashes FROM batches " + BATCH_FILTER, params)
                 if nativelib.LIB is not None:
-                    frames_fut = side.submit(_frames_in_snapshot, dsn, snap, devices, only)
+                    # the frames' bytes, then their check (which releases the GIL), on a side thread from
+                    # as soon as they arrive, while this thread loads the readings and compares the leaves
+                    frames_fut: Future[Rows] = Future()
+                    check_fut = side.submit(_frames_then_check, frames_fut, dsn, snap, devices, only, raw_keys)
                     cur = load_current(conn, batch_ids, devices, snap, dsn)
-                    frames = frames_fut.result()
-                    findex = _index_of(frames)
-                    # the frame check releases the GIL: it runs on the side while the leaves are compared
-                    check_fut = side.submit(_native_frame_check, frames, devices, raw_keys, 2)
+                    findex = _index_of(frames_fut.result())
                 else:
                     procs = workers if workers is not None else (1 if n_frames < _INLINE_FRAMES else 2)
                     parts = procs * 3 if procs > 1 else 1
@@ -363,25 +390,31 @@ def load_current(conn: psycopg.Connection[Any], batch_ids: list[str], devices: l
     With ``snapshot`` (exported by ``conn``'s transaction) and ``dsn``, the second half of the batches
     comes over a second connection at the same time, so the server works on two cores."""
     if snapshot is None or dsn is None or len(batch_ids) < 2:
-        return _current_columns(copy_out(conn, CURRENT_QUERY, {"b": batch_ids, "d": devices}), 0)
+        return _current_columns([(Rows(copy_out(conn, CURRENT_QUERY, {"b": batch_ids, "d": devices}), 9), 0)])
     half = len(batch_ids) // 2
     with ThreadPoolExecutor(1) as side:
         fut = side.submit(_copy_in_snapshot, dsn, snapshot, CURRENT_QUERY, {"b": batch_ids[half:], "d": devices})
-        first = _current_columns(copy_out(conn, CURRENT_QUERY, {"b": batch_ids[:half], "d": devices}), 0)
-        second = _current_columns(fut.result(), half)
-    return {k: np.concatenate([first[k], second[k]]) for k in first}
+        first = Rows(copy_out(conn, CURRENT_QUERY, {"b": batch_ids[:half], "d": devices}), 9)
+        second = Rows(fut.result(), 9)
+    return _current_columns([(first, 0), (second, half)])
 
 
-def _current_columns(buf: np.ndarray, bno_base: int) -> dict[str, np.ndarray]:
-    rows = Rows(buf, 9)
-    counts = rows.ints(1)
-    total = int(counts.sum())
-    out = {"bno": np.repeat(rows.ints(0) + bno_base, counts)}
+def _current_columns(parts: list[tuple[Rows, int]]) -> dict[str, np.ndarray]:
+    """The columns of one or more COPY results of CURRENT_QUERY (each with the batch number its rows
+    count from), written straight into one array per column."""
+    counts = [rows.ints(1) for rows, _ in parts]
+    sizes = [int(c.sum()) for c in counts]
+    total = sum(sizes)
+    out = {"bno": np.concatenate([np.repeat(rows.ints(0) + base, c) for (rows, base), c in zip(parts, counts, strict=True)])}
     for k, name in enumerate(_CUR_COLS, start=2):
-        vals, got = rows.array_ints(k, total)
-        if not np.array_equal(got, counts):
-            raise ValueError("readings arrays of unequal length")  # cannot happen: one aggregate pass
-        out[name] = vals
+        col = np.empty(total, np.int64)
+        at = 0
+        for (rows, _), c, size in zip(parts, counts, sizes, strict=True):
+            got, per_row = rows.array_ints_into(k, col[at:at + size])
+            if got != size or not np.array_equal(per_row, c):
+                raise ValueError("readings arrays of unequal length")  # cannot happen: one aggregate pass
+            at += size
+        out[name] = col
     return out
 
 
@@ -406,7 +439,8 @@ def _compare(reports: list[Any], meta: list[Any], on_ledger: list[Any], check: n
     # --- stored leaves: keys and hashes of every batch, in leaf order
     in_good, n_all = column(5)
     eo, el, _ = stored.array_elems(0, int(n_all.sum()))
-    eo, el = eo[in_good], el[in_good]
+    in_good = _mask(in_good)
+    eo, el = _take(eo, in_good), _take(el, in_good)
     runs = stored.elem_runs(eo, el)
     sbuf = stored.buf
     names = [sbuf[eo[i]:eo[i] + el[i]].tobytes().decode() for i in runs]
@@ -420,8 +454,8 @@ def _compare(reports: list[Any], meta: list[Any], on_ledger: list[Any], check: n
     code = {d: i for i, d in enumerate(all_devs)}
     run_code = np.array([code[nm] for nm in names], np.int64)
     s_dev = rank[np.repeat(run_code, np.diff(np.append(runs, eo.size)))] if eo.size else np.zeros(0, np.int64)
-    s_seq = stored.array_ints(1, int(column(6)[1].sum()))[0][column(6)[0]]
-    s_idx = stored.array_ints(2, int(column(7)[1].sum()))[0][column(7)[0]]
+    s_seq = _take(stored.array_ints(1, int(column(6)[1].sum()))[0], _mask(column(6)[0]))
+    s_idx = _take(stored.array_ints(2, int(column(7)[1].sum()))[0], _mask(column(7)[0]))
     hoff, hln = stored.off[:, 3], stored.ln[:, 3]
     s_hash = bulk.gather(stored.buf, hoff[good], np.maximum(hln[good], 0)).reshape(-1, 32)
     starts = np.concatenate([[0], np.cumsum(counts)])
@@ -450,14 +484,14 @@ def _compare_leaves(reports: list[Any], nb: int, check: np.ndarray, s_hash: np.n
 
     # --- current readings of the checked batches
     c_bno = cur["bno"]
-    keep = check[c_bno] if c_bno.size else np.zeros(0, bool)
-    c_bno = c_bno[keep]
-    c_dev = rank[cur["dno"][keep]]
+    keep = _mask(check[c_bno] if c_bno.size else np.zeros(0, bool))
+    c_bno = _take(c_bno, keep)
+    c_dev = rank[_take(cur["dno"], keep)]
     f_dev_r = rank[f_dev] if f_dev.size else f_dev
-    c_seq = cur["seq"][keep]
+    c_seq = _take(cur["seq"], keep)
     (fs, cs), ns = _dense(f_seq, c_seq)
     fkey = _pack([(f_dev_r, len(all_devs)), (fs, ns)])
-    order = np.argsort(fkey, kind="stable")
+    order = _argsort(fkey)
     fkey_sorted = fkey[order]
     ckey = _pack([(c_dev, len(all_devs)), (cs, ns)])
     pos = np.searchsorted(fkey_sorted, ckey)
@@ -468,33 +502,35 @@ def _compare_leaves(reports: list[Any], nb: int, check: np.ndarray, s_hash: np.n
     seen = (c_bno, frame_row, all_devs)
 
     # leaves as they are today: in the batch's window and site (as loaded), with their frame
-    live = has_frame
-    us = cur["ts"][keep][live]
+    live = _mask(has_frame)
+    us = _take(_take(cur["ts"], keep), live)
     rel = us + _EPOCH_2000_US
     ts_ms = np.where(rel >= 0, (rel + 500) // 1000, -((-rel + 500) // 1000))  # numeric → bigint rounds half away
     dev_tab = bulk.StringTable.of_json(all_devs)
     cols = bulk.LeafColumns(devices=dev_tab, channels=bulk.StringTable.of_json(CHANNELS),
-                            frames=bulk.StringTable.of_bytes(f_sha), device=cur["dno"][keep][live].astype(np.int32),
-                            channel=cur["ch"][keep][live].astype(np.int32), frame=frame_row[live].astype(np.int32),
-                            ts_ms=ts_ms, energy_wh=cur["e"][keep][live], power_w=cur["p"][keep][live],
-                            seq=c_seq[live], idx=cur["idx"][keep][live])
+                            frames=bulk.StringTable.of_bytes(f_sha),
+                            device=_take(_take(cur["dno"], keep), live).astype(np.int32),
+                            channel=_take(_take(cur["ch"], keep), live).astype(np.int32),
+                            frame=_take(frame_row, live).astype(np.int32), ts_ms=ts_ms,
+                            energy_wh=_take(_take(cur["e"], keep), live), power_w=_take(_take(cur["p"], keep), live),
+                            seq=_take(c_seq, live), idx=_take(_take(cur["idx"], keep), live))
     c_hash = bulk.leaf_hashes(cols, threads=2)
-    c_bno, c_dev, c_seq, c_idx = c_bno[live], c_dev[live], c_seq[live], cols.idx
+    c_bno, c_dev, c_seq, c_idx = _take(c_bno, live), _take(c_dev, live), _take(c_seq, live), cols.idx
     c_ch, c_ts = cols.channel, ts_ms
 
     # --- compare by key (batch, device, seq, idx); keys sort like the report's tuples
-    sel = check[s_bno] if s_bno.size else np.zeros(0, bool)
-    (ss, cs2), nseq = _dense(s_seq[sel], c_seq)
-    (si, ci), nidx = _dense(s_idx[sel], c_idx)
+    sel = _mask(check[s_bno] if s_bno.size else np.zeros(0, bool))
+    (ss, cs2), nseq = _dense(_take(s_seq, sel), c_seq)
+    (si, ci), nidx = _dense(_take(s_idx, sel), c_idx)
     nd = len(all_devs)
-    skey = _pack([(s_bno[sel], nb), (s_dev[sel], nd), (ss, nseq), (si, nidx)])
+    skey = _pack([(_take(s_bno, sel), nb), (_take(s_dev, sel), nd), (ss, nseq), (si, nidx)])
     ckey = _pack([(c_bno, nb), (c_dev, nd), (cs2, nseq), (ci, nidx)])
-    s_rows = np.flatnonzero(sel)
-    so = np.argsort(skey, kind="stable")
+    s_rows = np.arange(len(s_bno), dtype=np.int64) if sel is True else np.flatnonzero(sel)
+    so = _argsort(skey)
     skey, s_rows = skey[so], s_rows[so]
     last = np.append(skey[1:] != skey[:-1], skey.size > 0)  # a repeated stored key: the last one in leaf order counts
     skey, s_rows = skey[last], s_rows[last]
-    co = np.argsort(ckey, kind="stable")
+    co = _argsort(ckey)
     ckey_s = ckey[co]
     dup = np.flatnonzero(ckey_s[1:] == ckey_s[:-1])
     if dup.size:  # a repeated key today: the last in leaf order (ts, then channel) counts, as with a dict
