@@ -8,10 +8,11 @@ Delivery contract (DESIGN invariant 1): a message is acknowledged (PUBACK) only 
 transaction holding its rows — or its quarantine row — has committed. If the process dies before
 that, the broker redelivers it to the same persistent session (or, with a shared subscription,
 to another worker) and the writer's (device_id, seq) idempotency makes the redelivery a no-op.
-The paho callback only enqueues. Two threads do the work as a pipeline: the validator collects a
-batch and validates it (CPU), then hands it to the writer, which writes, commits and acknowledges it
-(mostly waiting for PostgreSQL) while the validator already works on the next batch. Batches are
-written and acknowledged in the order they were collected, so PUBACKs keep the order of the PUBLISHes.
+The paho callback only enqueues. The work is a pipeline: the validator thread collects a batch,
+validates and prepares it (CPU), and hands it to the writer threads (``writers``, each with its own
+connection), which write and commit batches concurrently (mostly waiting for PostgreSQL, which then
+works on two cores); each batch is acknowledged after its commit *and* after every earlier batch was
+acknowledged, so PUBACKs keep the order of the PUBLISHes.
 """
 
 from __future__ import annotations
@@ -64,8 +65,8 @@ class Metrics:
                                  "Receive time minus send time of the last committed frame", registry=r)
 
 
-# a batch between the validator and the writer: (messages, verdicts, prepared rows, receive time ms)
-Ready = tuple[list[mqtt.MQTTMessage], list[Accepted | Rejected], Prepared, int]
+# a batch between the validator and the writers: (number, messages, verdicts, prepared rows, receive time ms)
+Ready = tuple[int, list[mqtt.MQTTMessage], list[Accepted | Rejected], Prepared, int]
 
 
 @dataclass
@@ -84,6 +85,7 @@ class IngestConfig:
     protocol: int = 5
     metrics_port: int | None = None
     db_retry_s: float = 300.0  # give up (and exit non-zero, unacked) after this long without the DB
+    writers: int = 2  # writer threads, each with its own connection: batches commit concurrently, ack in order
 
 
 class IngestService:
@@ -98,16 +100,20 @@ class IngestService:
         self._error: BaseException | None = None
         # validated and prepared batches waiting for the writer: (messages, verdicts, prepared, receive time)
         self._ready: queue.Queue[Ready | None] = queue.Queue(maxsize=2)
-        self._zstd = {"validator": zstandard.ZstdCompressor(level=3), "writer": zstandard.ZstdCompressor(level=3)}
+        self._zstd = zstandard.ZstdCompressor(level=3)  # the validator's (not thread-safe)
         self._inflight = 0  # batches taken off the queue and not yet acknowledged
+        self._next_ack = 0  # number of the batch whose turn it is to be acknowledged
+        self._ack_turn = threading.Condition()
         self._validator = threading.Thread(target=self._run_validator, name="ingest-validator", daemon=True)
-        self._thread = threading.Thread(target=self._run_writer, name="ingest-writer", daemon=True)
+        self._slots = [_WriterSlot() for _ in range(max(1, cfg.writers))]
+        self._threads = [threading.Thread(target=self._run_writer, args=(slot,), name=f"ingest-writer-{k}", daemon=True)
+                         for k, slot in enumerate(self._slots)]
         self._lock = threading.Lock()
         proto = mqtt.MQTTv5 if cfg.protocol == 5 else mqtt.MQTTv311
         kwargs: dict[str, Any] = {} if proto == mqtt.MQTTv5 else {"clean_session": False}
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.client_id, protocol=proto,
                                    manual_ack=True, **kwargs)
-        self._client.max_inflight_messages_set(cfg.batch_frames * 4)
+        self._client.max_inflight_messages_set(cfg.batch_frames * (max(1, cfg.writers) + 3))
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
@@ -118,9 +124,11 @@ class IngestService:
     def start(self, timeout_s: float = 30.0) -> IngestService:
         if self.cfg.metrics_port:
             start_http_server(self.cfg.metrics_port, registry=self.metrics.registry)
-        self._conn = self._connect_db()
+        for slot in self._slots:
+            self._connect_db(slot)
         self._validator.start()
-        self._thread.start()
+        for t in self._threads:
+            t.start()
         host, port = parse_broker_url(self.cfg.broker_url)
         if self._client.protocol == mqtt.MQTTv5:
             props = Properties(PacketTypes.CONNECT)
@@ -139,14 +147,16 @@ class IngestService:
         self._stop.set()
         if self._validator.is_alive():
             self._validator.join(timeout=60)
-        if self._thread.is_alive():
-            self._thread.join(timeout=60)
+        for t in self._threads:
+            if t.is_alive():
+                t.join(timeout=60)
         self._client.disconnect()
         self._client.loop_stop()
-        try:
-            self._conn.close()
-        except Exception:  # noqa: BLE001 - closing a broken connection on the way out
-            pass
+        for slot in self._slots:
+            try:
+                slot.conn.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection on the way out
+                pass
 
     def wait_idle(self, idle_s: float = 1.0, timeout_s: float = 600.0) -> None:
         """Block until no message arrived and nothing is queued for ``idle_s`` (or raise)."""
@@ -189,18 +199,19 @@ class IngestService:
             self._last_activity = time.monotonic()
 
     # --- the writer thread -----------------------------------------------------------------
-    def _connect_db(self) -> psycopg.Connection[Any]:
+    def _connect_db(self, slot: _WriterSlot) -> None:
         for attempt in Retrying(retry=retry_if_exception_type((psycopg.OperationalError, psycopg.InterfaceError)),
                                 wait=wait_exponential(multiplier=0.2, max=5), stop=stop_after_delay(self.cfg.db_retry_s),
                                 reraise=True):
             with attempt:
                 conn = psycopg.connect(self.cfg.dsn, autocommit=True)
                 self._registry = load_devices(conn)
-                self._writer = StoreWriter(conn)
-                return conn
+                slot.conn, slot.writer = conn, StoreWriter(conn)
+                return
         raise AssertionError("unreachable")
 
     def _run_validator(self) -> None:
+        number = 0
         try:
             while not (self._stop.is_set() and self._q.empty()) and self._error is None:
                 batch = self._collect()
@@ -211,16 +222,18 @@ class IngestService:
                 now_ms = int(time.time() * 1000)
                 verdicts = validate_many([(m.topic, m.payload) for m in batch],  # type: ignore[misc]
                                          self._registry, now_ms, self.cfg.limits)
-                self._hand_over((batch, verdicts, self._prepare(verdicts, "validator"), now_ms))
+                self._hand_over((number, batch, verdicts, self._prepare(verdicts, self._zstd), now_ms))
+                number += 1
         except BaseException as exc:  # surfaced by wait_idle / the CLI; nothing is acked
             log.exception("validator stopped")
             self._error = exc
         finally:
             self._hand_over(None)
 
-    def _prepare(self, verdicts: list[Accepted | Rejected], thread: str) -> Prepared:
+    @staticmethod
+    def _prepare(verdicts: list[Accepted | Rejected], zstd: zstandard.ZstdCompressor) -> Prepared:
         return prepare([v for v in verdicts if isinstance(v, Accepted)], [v for v in verdicts if isinstance(v, Rejected)],
-                       self._zstd[thread])
+                       zstd)
 
     def _hand_over(self, item: Ready | None) -> None:
         while self._error is None or item is None:
@@ -228,18 +241,21 @@ class IngestService:
                 self._ready.put(item, timeout=0.1)
                 return
             except queue.Full:
-                if not self._thread.is_alive():
-                    return  # the writer is gone (its error is recorded): nothing will take it
+                if not any(t.is_alive() for t in self._threads):
+                    return  # the writers are gone (their error is recorded): nothing will take it
 
-    def _run_writer(self) -> None:
+    def _run_writer(self, slot: _WriterSlot) -> None:
         try:
             while (item := self._ready.get()) is not None:
-                self._write_with_retry(*item)
+                self._write_with_retry(slot, *item)
                 with self._lock:
                     self._inflight -= 1
+            self._ready.put(None)  # the end: for the other writers too
         except BaseException as exc:  # surfaced by wait_idle / the CLI; nothing is acked
             log.exception("writer stopped")
             self._error = exc
+            with self._ack_turn:
+                self._ack_turn.notify_all()
 
     def _collect(self) -> list[mqtt.MQTTMessage]:
         batch: list[mqtt.MQTTMessage] = []
@@ -258,25 +274,32 @@ class IngestService:
                 break
         return batch
 
-    def _write_with_retry(self, batch: list[mqtt.MQTTMessage], verdicts: list[Accepted | Rejected],
-                          prepared: Prepared, now_ms: int) -> None:
+    def _write_with_retry(self, slot: _WriterSlot, number: int, batch: list[mqtt.MQTTMessage],
+                          verdicts: list[Accepted | Rejected], prepared: Prepared, now_ms: int) -> None:
         m = self.metrics
         for attempt in Retrying(retry=retry_if_exception_type((psycopg.OperationalError, psycopg.InterfaceError)),
                                 wait=wait_exponential(multiplier=0.2, max=5), stop=stop_after_delay(self.cfg.db_retry_s),
                                 reraise=True,
-                                before_sleep=lambda rs: self._reconnect_db()):
+                                before_sleep=lambda rs: self._reconnect_db(slot)):
             with attempt:
                 t0 = time.perf_counter()
                 if any(isinstance(v, Rejected) and v.reason == "unknown_device" for v in verdicts):
-                    self._registry = load_devices(self._conn)  # provisioned since we loaded it?
+                    self._registry = load_devices(slot.conn)  # provisioned since we loaded it?
                     verdicts = validate_many([(msg.topic, msg.payload) for msg in batch],  # type: ignore[misc]
                                              self._registry, now_ms, self.cfg.limits)
-                    prepared = self._prepare(verdicts, "writer")
-                result = self._writer.write_prepared(prepared)
+                    prepared = self._prepare(verdicts, slot.zstd)
+                result = slot.writer.write_prepared(prepared)
                 m.commit_seconds.observe(time.perf_counter() - t0)
-        # Committed: now, and only now, acknowledge.
-        for msg in batch:
-            self._client.ack(msg.mid, msg.qos)
+        # Committed: now, and only now — and after every earlier batch — acknowledge.
+        with self._ack_turn:
+            while self._next_ack != number:
+                if self._error is not None:
+                    raise IngestError("another writer failed: its batch stays unacknowledged, so this one does too")
+                self._ack_turn.wait(timeout=0.5)
+            for msg in batch:
+                self._client.ack(msg.mid, msg.qos)
+            self._next_ack += 1
+            self._ack_turn.notify_all()
         m.received.inc(len(batch))
         m.accepted.inc(result.frames_accepted)
         m.duplicates.inc(result.frames_duplicate)
@@ -286,21 +309,30 @@ class IngestService:
         m.queue_depth.set(self._q.qsize())
         if prepared.frames:
             m.lag_seconds.set(max(0.0, (now_ms - prepared.frames[-1][0].frame.sent_ms) / 1000))
-        self.totals.add(result)
         with self._lock:
+            self.totals.add(result)
             self._last_activity = time.monotonic()
 
-    def _reconnect_db(self) -> None:
+    def _reconnect_db(self, slot: _WriterSlot) -> None:
         log.warning("database connection lost; reconnecting")
         try:
-            self._conn.close()
+            slot.conn.close()
         except Exception:  # noqa: BLE001
             pass
         try:
-            self._conn = psycopg.connect(self.cfg.dsn, autocommit=True)
-            self._writer = StoreWriter(self._conn)
+            slot.conn = psycopg.connect(self.cfg.dsn, autocommit=True)
+            slot.writer = StoreWriter(slot.conn)
         except psycopg.OperationalError:
             pass  # the next attempt fails the same way and backs off again
+
+
+class _WriterSlot:
+    """One writer thread's connection, writer and compressor (none of them is shared between threads)."""
+
+    def __init__(self) -> None:
+        self.conn: psycopg.Connection[Any]
+        self.writer: StoreWriter
+        self.zstd = zstandard.ZstdCompressor(level=3)
 
 
 def quarantine_counts(totals: BatchResult) -> Counter[str]:

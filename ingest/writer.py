@@ -4,12 +4,12 @@ Owns: ``prepare`` (the CPU work of a batch, no database: hashes, zstd, quarantin
 COPY payload) and, in ``StoreWriter.write_prepared``, one transaction per batch —
   1. ensure the month partitions the batch's readings fall in;
   2. COPY the frames into a temporary staging table (binary COPY, psycopg 3);
-  3. move frames whose (device_id, seq) is already stored with *different* bytes to quarantine
-     (``replayed_seq``); identical bytes are a redelivery and a no-op;
-  4. ``INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING`` into frames, then COPY the readings
-     of exactly the frames that were new straight into ``readings`` (rows built column-wise by
-     ``ingest.copybin``) — so a redelivery never stores a reading twice, and readings are written
-     once, not staged and copied;
+  3. ``INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING`` into frames; of the frames not inserted,
+     those stored with *different* bytes go to quarantine (``replayed_seq``) and identical bytes are
+     a redelivery and a no-op (asked after the INSERT, so concurrent writers cannot miss a replay);
+  4. COPY the readings of exactly the frames that were new straight into ``readings`` (rows built
+     column-wise by ``ingest.copybin``) — so a redelivery never stores a reading twice, and readings
+     are written once, not staged and copied;
   5. COPY quarantine rows; commit. The caller acknowledges the MQTT messages only after this.
 Must not: decide validity (validate.py does) or talk MQTT.
 """
@@ -121,20 +121,25 @@ class StoreWriter:
                     for a, digest, raw_z in p.frames:
                         f = a.frame
                         cp.write_row((f.device, f.seq, f.sent_ms, digest, raw_z, len(f.readings)))
-                # Stored already with other bytes → replay: quarantine it and drop it from staging.
-                replays = cur.execute(
-                    "DELETE FROM stage_frames s USING frames f WHERE f.device_id = s.device_id AND f.seq = s.seq "
-                    "AND f.frame_sha256 <> s.frame_sha256 RETURNING s.device_id, s.seq").fetchall()
+                new = cur.execute(
+                    "INSERT INTO frames (device_id, seq, sent_ms, frame_sha256, raw_zstd, n_readings) "
+                    "SELECT device_id, seq, sent_ms, frame_sha256, raw_zstd, n_readings FROM stage_frames "
+                    "ON CONFLICT (device_id, seq) DO NOTHING RETURNING device_id, seq").fetchall()
                 by_key = {(a.frame.device, a.frame.seq): a for a, _, _ in p.frames}
+                replays: list[tuple[str, int]] = []
+                if len(new) < len(p.frames):
+                    # Not inserted: stored already. With other bytes → a replay: quarantine it. Asked after
+                    # the INSERT, which waited for any concurrent writer of the same key to commit, so a
+                    # replay of a frame another writer is storing at this moment is seen too.
+                    mine = set(map(tuple, new))
+                    replays = [(d, q) for d, q in cur.execute(
+                        "SELECT s.device_id, s.seq FROM stage_frames s JOIN frames f ON f.device_id = s.device_id "
+                        "AND f.seq = s.seq WHERE f.frame_sha256 <> s.frame_sha256").fetchall() if (d, q) not in mine]
                 for device, seq in replays:
                     a = by_key[(device, seq)]
                     quarantine.append((a.topic, a.payload, reasons.REPLAYED_SEQ,
                                        f"seq {seq} of {device} was already accepted with different content",
                                        device, seq))
-                new = cur.execute(
-                    "INSERT INTO frames (device_id, seq, sent_ms, frame_sha256, raw_zstd, n_readings) "
-                    "SELECT device_id, seq, sent_ms, frame_sha256, raw_zstd, n_readings FROM stage_frames "
-                    "ON CONFLICT (device_id, seq) DO NOTHING RETURNING device_id, seq").fetchall()
                 # Readings go straight into the table, for exactly the frames that were new (usually all
                 # of them: the payload prepared for every frame; a redelivery or replay: built again).
                 if len(new) == len(p.frames):

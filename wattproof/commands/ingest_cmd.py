@@ -32,6 +32,8 @@ def register(app: typer.Typer) -> None:
         max_age_days: float = typer.Option(7.0, "--max-age-days", help="Reject frames sent longer ago (offline spool limit)."),
         shared: bool = typer.Option(False, "--shared", help="Join the MQTT 5 shared subscription group 'ingest' "
                                     "(several workers split the load; see docs/store.md for the broker caveat)."),
+        writers: int = typer.Option(2, "--writers", min=1, max=16, help="Database connections writing batches "
+                                    "concurrently (acknowledged in order)."),
         metrics_port: int | None = typer.Option(None, "--metrics-port", help="Serve Prometheus metrics on this port."),
         json_logs: bool = typer.Option(False, "--json-logs", help="Log JSON lines."),
     ) -> None:
@@ -43,7 +45,7 @@ def register(app: typer.Typer) -> None:
         limits = Limits(future_skew_ms=max_future_skew_s * 1000, max_age_ms=int(max_age_days * 86_400_000))
         svc = IngestService(IngestConfig(broker_url=broker, dsn=db, client_id=client_id, batch_frames=batch_frames,
                                          batch_ms=batch_ms, limits=limits, metrics_port=metrics_port,
-                                         shared=shared)).start()
+                                         shared=shared, writers=writers)).start()
         done = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: done.set())
         signal.signal(signal.SIGINT, lambda *_: done.set())
