@@ -1,9 +1,10 @@
 """Bulk replay: ``verify`` over many batches from a few binary COPYs, with the checks done on columns.
 
 Owns: the same checks and the same report as ``ledger.verify.verify_rows`` (docs/proofs.md, Verify),
-done with one COPY of the batches' stored leaves, one COPY of their readings and a COPY of the
-frames split between worker processes that each re-check their frames' SHA-256 and Ed25519
-signature once. Leaf hashes are recomputed with ``ledger.bulk`` and compared with the stored ones as
+done in one exported snapshot with a few binary COPYs on parallel connections: the batches' stored
+leaves, their readings (one row of arrays per batch, in two halves), and the frames, whose SHA-256 and
+Ed25519 signature are re-checked once each — by the native library on threads while the leaves are
+compared, or, without it, by worker processes (libsodium, then the reference). Leaf hashes are recomputed with ``ledger.bulk`` and compared with the stored ones as
 arrays; only the differences become Python objects. Every reading and every frame of every batch
 is still checked: nothing is sampled. A batch record the bulk reader cannot take apart (arrays of
 different lengths, a hash blob that is not a multiple of 32 bytes) is replayed row by row.

@@ -49,7 +49,8 @@ def verify(dsn: str, backend: LedgerBackend, site: str | None = None, start: dat
            end: datetime | None = None, workers: int | None = None) -> list[BatchReport]:
     """Replay every sealed batch in range (bulk: a few binary COPYs, checks on columns; see ledger/replay.py).
 
-    ``workers``: processes re-checking frame signatures (default: 2, or none for a small store).
+    ``workers``: without the native library, the processes re-checking frame signatures (default: 2, or
+    none for a small store); with it, frames are checked on two threads and ``workers`` is not used.
     """
     from ledger.replay import verify_bulk
 

@@ -293,14 +293,25 @@ def test_bulk_verify_reports_exactly_what_the_row_by_row_replay_reports(sealed) 
         conn.execute("UPDATE batches SET header = header || ' '::bytea WHERE batch_id = %s", (made[5].header.batch_id,))
     want = [r.to_json() for r in verify_rows(dsn, led)]
     assert sum(r["status"] != "intact" for r in want) == 5
-    for workers in (1, 2):
-        assert [r.to_json() for r in verify(dsn, led, workers=workers)] == want
-    for site, start in ((made[0].header.site, None), (None, made[2].header.window_start_ms)):
-        from datetime import UTC, datetime
+    from ledger import nativelib
 
-        t = None if start is None else datetime.fromtimestamp(start / 1000, UTC)
-        assert ([r.to_json() for r in verify(dsn, led, site=site, start=t, workers=2)]
-                == [r.to_json() for r in verify_rows(dsn, led, site=site, start=t)])
+    lib = nativelib.LIB
+    assert lib is not None
+    # with the native library (frames on threads), and without it (worker processes, libsodium, OpenSSL
+    # hashing through ctypes): the path a machine without Rust takes
+    for native in (True, False):
+        nativelib.LIB = lib if native else None
+        try:
+            for workers in (1, 2):
+                assert [r.to_json() for r in verify(dsn, led, workers=workers)] == want, (native, workers)
+            for site, start in ((made[0].header.site, None), (None, made[2].header.window_start_ms)):
+                from datetime import UTC, datetime
+
+                t = None if start is None else datetime.fromtimestamp(start / 1000, UTC)
+                assert ([r.to_json() for r in verify(dsn, led, site=site, start=t, workers=2)]
+                        == [r.to_json() for r in verify_rows(dsn, led, site=site, start=t)]), native
+        finally:
+            nativelib.LIB = lib
 
 
 def test_bulk_leaf_loading_equals_the_row_reference_for_every_batch(sealed) -> None:  # type: ignore[no-untyped-def]
