@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 
 from ingest.registry import load_devices
-from ingest.validate import Accepted, Limits, Rejected, validate_many
+from ingest.validate import Limits, split_verdicts, validate_many
 from ingest.writer import BatchResult, StoreWriter
 
 IngestResult = BatchResult
@@ -40,9 +40,7 @@ def ingest_payloads(dsn: str, items: Iterable[tuple[str, bytes]], now_ms: int | 
 
 def _write_chunk(writer: StoreWriter, chunk: list[tuple[str, bytes]], registry: dict[str, Any], now_ms: int | None,
                  limits: Limits) -> BatchResult:
-    verdicts = validate_many(chunk, registry, now_ms or int(time.time() * 1000), limits)
-    return writer.write([v for v in verdicts if isinstance(v, Accepted)],
-                        [v for v in verdicts if isinstance(v, Rejected)])
+    return writer.write(*split_verdicts(validate_many(chunk, registry, now_ms or int(time.time() * 1000), limits)))
 
 
 def counts(conn: psycopg.Connection[Any]) -> dict[str, Any]:

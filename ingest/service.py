@@ -36,7 +36,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_e
 
 from firmware_sim.publisher import parse_broker_url
 from ingest.registry import load_devices
-from ingest.validate import Accepted, Limits, Rejected, validate_many
+from ingest.validate import Accepted, Limits, Rejected, split_verdicts, validate_many
 from ingest.writer import BatchResult, Prepared, StoreWriter, prepare
 
 log = logging.getLogger("wattproof.ingest")
@@ -222,18 +222,14 @@ class IngestService:
                 now_ms = int(time.time() * 1000)
                 verdicts = validate_many([(m.topic, m.payload) for m in batch],  # type: ignore[misc]
                                          self._registry, now_ms, self.cfg.limits)
-                self._hand_over((number, batch, verdicts, self._prepare(verdicts, self._zstd), now_ms))
+                prepared = prepare(*split_verdicts(verdicts), self._zstd)
+                self._hand_over((number, batch, verdicts, prepared, now_ms))
                 number += 1
         except BaseException as exc:  # surfaced by wait_idle / the CLI; nothing is acked
             log.exception("validator stopped")
             self._error = exc
         finally:
             self._hand_over(None)
-
-    @staticmethod
-    def _prepare(verdicts: list[Accepted | Rejected], zstd: zstandard.ZstdCompressor) -> Prepared:
-        return prepare([v for v in verdicts if isinstance(v, Accepted)], [v for v in verdicts if isinstance(v, Rejected)],
-                       zstd)
 
     def _hand_over(self, item: Ready | None) -> None:
         while self._error is None or item is None:
@@ -287,7 +283,7 @@ class IngestService:
                     self._registry = load_devices(slot.conn)  # provisioned since we loaded it?
                     verdicts = validate_many([(msg.topic, msg.payload) for msg in batch],  # type: ignore[misc]
                                              self._registry, now_ms, self.cfg.limits)
-                    prepared = self._prepare(verdicts, slot.zstd)
+                    prepared = slot.writer.prepare(*split_verdicts(verdicts))
                 result = slot.writer.write_prepared(prepared)
                 m.commit_seconds.observe(time.perf_counter() - t0)
         # Committed: now, and only now — and after every earlier batch — acknowledge.
@@ -327,12 +323,10 @@ class IngestService:
 
 
 class _WriterSlot:
-    """One writer thread's connection, writer and compressor (none of them is shared between threads)."""
+    """One writer thread's connection and writer (neither is shared between threads)."""
 
-    def __init__(self) -> None:
-        self.conn: psycopg.Connection[Any]
-        self.writer: StoreWriter
-        self.zstd = zstandard.ZstdCompressor(level=3)
+    conn: psycopg.Connection[Any]
+    writer: StoreWriter
 
 
 def quarantine_counts(totals: BatchResult) -> Counter[str]:

@@ -75,8 +75,13 @@ class SodiumKey:
 
 
 @lru_cache(maxsize=65536)
+def _raw_key(b64: str) -> bytes:
+    return b64url_decode(b64)
+
+
+@lru_cache(maxsize=65536)
 def _public_key(b64: str) -> SodiumKey:
-    return SodiumKey(b64url_decode(b64))
+    return SodiumKey(_raw_key(b64))
 
 
 def validate(topic: str, payload: bytes, registry: dict[str, DeviceRecord], now_ms: int,
@@ -114,7 +119,7 @@ def validate_many(items: list[tuple[str, bytes]], registry: dict[str, DeviceReco
         frame, rec = v
         try:
             sig = b64url_decode(frame.sig or "")
-            key = b64url_decode(rec.public_key)
+            key = _raw_key(rec.public_key)
         except (ValueError, TypeError):
             continue  # not proven: the reference words it
         todo.append(i)
@@ -131,6 +136,11 @@ def validate_many(items: list[tuple[str, bytes]], registry: dict[str, DeviceReco
         else:
             out.append(validate(topic, payload, registry, now_ms, limits))
     return out
+
+
+def split_verdicts(verdicts: list[Accepted | Rejected]) -> tuple[list[Accepted], list[Rejected]]:
+    """The accepted and the rejected of a batch's verdicts, each in order."""
+    return [v for v in verdicts if isinstance(v, Accepted)], [v for v in verdicts if isinstance(v, Rejected)]
 
 
 def _before_signature(topic: str, payload: bytes,

@@ -106,8 +106,12 @@ class StoreWriter:
         with conn.transaction():
             conn.execute(_STAGE)
 
+    def prepare(self, accepted: Sequence[Accepted], rejected: Sequence[Rejected]) -> Prepared:
+        """``prepare`` with this writer's compressor (call it from the writer's own thread)."""
+        return prepare(accepted, rejected, self._zstd)
+
     def write(self, accepted: Sequence[Accepted], rejected: Sequence[Rejected]) -> BatchResult:
-        return self.write_prepared(prepare(accepted, rejected, self._zstd))
+        return self.write_prepared(self.prepare(accepted, rejected))
 
     def write_prepared(self, p: Prepared) -> BatchResult:
         result = BatchResult(frames_duplicate=p.duplicates)

@@ -107,12 +107,19 @@ FRAMES_OF = ("FROM frames f JOIN unnest(%(d)s::text[]) WITH ORDINALITY AS dv(dev
              "WHERE ((f.seq %% %(n)s) + %(n)s) %% %(n)s = %(k)s ")
 
 
+def _frames_query(devices: list[str], batch_ids: list[str] | None, part: int = 0, parts: int = 1,
+                  with_bytes: bool = True) -> tuple[str, dict[str, Any]]:
+    """The frames the check covers (all, or those the batches' readings came in), one share of them by
+    ``seq`` mod ``parts``: (device code, seq, recorded SHA-256[, zstd bytes])."""
+    cols = "(dv.dno - 1)::int4, f.seq, f.frame_sha256" + (", f.raw_zstd " if with_bytes else " ")
+    return ("SELECT " + cols + FRAMES_OF + ("" if batch_ids is None else FRAME_ONLY),
+            {"d": devices, "n": parts, "k": part, "b": batch_ids})
+
+
 def _frame_index(conn: psycopg.Connection[Any], devices: list[str],
                  batch_ids: list[str] | None) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
     """Every frame the check covers, without its bytes: (device code, seq, recorded SHA-256), for the leaves."""
-    return _index_of(Rows(copy_out(conn, "SELECT (dv.dno - 1)::int4, f.seq, f.frame_sha256 " + FRAMES_OF
-                                   + ("" if batch_ids is None else FRAME_ONLY),
-                                   {"d": devices, "n": 1, "k": 0, "b": batch_ids}), 3))
+    return _index_of(Rows(copy_out(conn, *_frames_query(devices, batch_ids, with_bytes=False)), 3))
 
 
 def _index_of(rows: Rows) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
@@ -121,14 +128,6 @@ def _index_of(rows: Rows) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
     ends = np.cumsum(ln).tolist()
     return (rows.ints(0).astype(np.int32), rows.ints(1),
             [blob[e - n:e] for e, n in zip(ends, ln.tolist(), strict=True)])
-
-
-def _frames_copy(conn: psycopg.Connection[Any], devices: list[str], batch_ids: list[str] | None, part: int,
-                 parts: int) -> Rows:
-    """(device code, seq, recorded SHA-256, zstd bytes) of one share of the frames (by ``seq`` mod ``parts``)."""
-    return Rows(copy_out(conn, "SELECT (dv.dno - 1)::int4, f.seq, f.frame_sha256, f.raw_zstd " + FRAMES_OF
-                         + ("" if batch_ids is None else FRAME_ONLY),
-                         {"d": devices, "n": parts, "k": part, "b": batch_ids}), 4)
 
 
 def _frame_problems(rows: Rows, todo: Any, devices: list[str], raw_keys: dict[str, bytes],
@@ -175,7 +174,7 @@ def _frames_part(dsn: str, devices: list[str], batch_ids: list[str] | None, part
         if snapshot is not None:
             _enter_snapshot(conn, snapshot)
         raw_keys = {d: bytes(k) for d, k in conn.execute("SELECT device_id, public_key FROM devices")}
-        rows = _frames_copy(conn, devices, batch_ids, part, parts)
+        rows = Rows(copy_out(conn, *_frames_query(devices, batch_ids, part, parts)), 4)
         if snapshot is not None:
             conn.execute("COMMIT")
     return _frame_problems(rows, range(len(rows)), devices, raw_keys, try_fast=True)
@@ -193,11 +192,7 @@ def _frames_then_check(rows_out: Future[Rows], dsn: str, snapshot: str, devices:
 
 
 def _frames_in_snapshot(dsn: str, snapshot: str, devices: list[str], batch_ids: list[str] | None) -> Rows:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        _enter_snapshot(conn, snapshot)
-        rows = _frames_copy(conn, devices, batch_ids, 0, 1)
-        conn.execute("COMMIT")
-    return rows
+    return Rows(_copy_in_snapshot(dsn, snapshot, *_frames_query(devices, batch_ids)), 4)
 
 
 def _attach_bad_frames(reports: list[Any], seen: Seen, findex: tuple[np.ndarray, np.ndarray, list[bytes]],
