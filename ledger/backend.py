@@ -63,8 +63,10 @@ def header_hash(header: BatchHeader) -> str:
 class Receipt(msgspec.Struct, frozen=True, kw_only=True):
     """Where a header was anchored. ``backend`` is ``"local"`` or ``"fabric"``.
 
-    local: ``ref`` = record index, ``record_hash`` = hash of the ledger record, ``signature`` =
-    operator's Ed25519 signature. fabric: ``tx_id``, ``block``, ``channel``.
+    local: ``ref`` = record index (position), ``prev_record`` = the previous record's hash,
+    ``record_hash`` = SHA-256 of RFC 8785 ``{header_hash, position, prev_record}`` (recomputable from
+    the header and these two fields), ``signature`` = operator's Ed25519 signature of ``record_hash``.
+    fabric: ``tx_id``, ``block``, ``channel``.
     """
 
     backend: str
@@ -77,6 +79,7 @@ class Receipt(msgspec.Struct, frozen=True, kw_only=True):
     ref: int | None = None
     record_hash: str | None = None
     signature: str | None = None
+    prev_record: str | None = None  # local: the previous record's hash, so record_hash can be recomputed
 
 
 class AnchoredEvent(msgspec.Struct, frozen=True, kw_only=True):

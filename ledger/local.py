@@ -21,7 +21,7 @@ from pathlib import Path
 import msgspec
 import rfc8785
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from firmware_sim.identity import generate_key, read_private_key, write_private_key
 from firmware_sim.wire import b64url, b64url_decode
@@ -49,10 +49,16 @@ def _record_hash(position: int, hh: str, prev: str) -> str:
 class LocalLedger:
     name = "local"
 
-    def __init__(self, path: Path, operator_key: Ed25519PrivateKey) -> None:
+    def __init__(self, path: Path, operator_key: Ed25519PrivateKey | None,
+                 pinned: list[Ed25519PublicKey] | None = None) -> None:
+        """``operator_key``: the operator's private key (anchoring); ``None`` with ``pinned`` public keys for
+        a verifier, which checks every record's signature against the keys it pinned and cannot anchor."""
+        if operator_key is None and not pinned:
+            raise ValueError("a local ledger needs the operator's key or pinned public keys")
         self.path = path
         self.key = operator_key
-        self.pub = operator_key.public_key()
+        self.pub = operator_key.public_key() if operator_key is not None else pinned[0]  # type: ignore[index]
+        self._verifiers = pinned if pinned else [self.pub]
         self._records: list[tuple[BatchHeader, Receipt]] = []
         self._by_id: dict[str, int] = {}
         self._heads: dict[str, str] = {}
@@ -60,16 +66,23 @@ class LocalLedger:
         # anchor() appends to one file-wide record chain (position, prev_record): one at a time, so
         # seal_windows may anchor different sites from several threads.
         self._lock = threading.Lock()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if operator_key is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists():
             self._load()
 
     @classmethod
-    def open(cls, directory: Path) -> LocalLedger:
-        """The ledger in ``directory`` with its operator key (created on first use, 0600)."""
+    def open(cls, directory: Path, create: bool = True) -> LocalLedger:
+        """The ledger in ``directory`` with its operator key (created on first use, 0600).
+
+        ``create=False`` (every read-only command): a missing ledger or key is an error, never made."""
         key_file = directory / "operator.key"
+        if not create and not (directory / "ledger.jsonl").exists():
+            raise LedgerMismatch(f"no local ledger at {directory / 'ledger.jsonl'} (read-only commands never create one)")
         if key_file.exists():
             key = read_private_key(key_file)
+        elif not create:
+            raise LedgerMismatch(f"no operator key at {key_file} (read-only commands never create one)")
         else:
             key = generate_key()
             write_private_key(key_file, key)
@@ -87,7 +100,7 @@ class LocalLedger:
                 ok = (rec["position"] == len(self._records) and rec["header_hash"] == hh
                       and rec["prev_record"] == self._last_record
                       and rec["record_hash"] == _record_hash(rec["position"], hh, rec["prev_record"]))
-                self.pub.verify(b64url_decode(rec["sig"]), bytes.fromhex(rec["record_hash"]))
+                self._check_signature(b64url_decode(rec["sig"]), bytes.fromhex(rec["record_hash"]))
             except InvalidSignature:
                 raise LedgerMismatch(f"{self.path}:{lineno}: operator signature does not verify") from None
             except (ValueError, KeyError, TypeError, msgspec.ValidationError, msgspec.DecodeError) as exc:
@@ -97,10 +110,34 @@ class LocalLedger:
             self._index(header, self._receipt(rec, header))
             self._last_record = rec["record_hash"]
 
+    def _check_signature(self, sig: bytes, record_hash: bytes) -> None:
+        for pub in self._verifiers:
+            try:
+                pub.verify(sig, record_hash)
+                return
+            except InvalidSignature:
+                continue
+        raise InvalidSignature
+
+    @classmethod
+    def open_pinned(cls, directory: Path, operator_keys: list[str]) -> LocalLedger:
+        """The ledger in ``directory`` for a verifier: read only, every record checked against the operator
+        keys the verifier pinned (base64url Ed25519), whatever key file lies beside it."""
+        path = directory / "ledger.jsonl"
+        if not path.exists():
+            raise LedgerMismatch(f"no local ledger at {path}")
+        try:
+            pinned = [Ed25519PublicKey.from_public_bytes(b64url_decode(k)) for k in operator_keys]
+        except ValueError as exc:
+            raise LedgerMismatch(f"a pinned operator key is not an Ed25519 public key ({exc})") from None
+        if not pinned:
+            raise LedgerMismatch("no operator key pinned: a local ledger cannot be verified without one")
+        return cls(path, None, pinned)
+
     def _receipt(self, rec: dict, header: BatchHeader) -> Receipt:  # type: ignore[type-arg]
         return Receipt(backend="local", batch_id=header.batch_id, header_hash=rec["header_hash"],
                        anchored_ms=rec.get("anchored_ms", 0), ref=rec["position"], record_hash=rec["record_hash"],
-                       signature=rec["sig"])
+                       signature=rec["sig"], prev_record=rec["prev_record"])
 
     def _index(self, header: BatchHeader, receipt: Receipt) -> None:
         self._by_id[header.batch_id] = len(self._records)
@@ -113,6 +150,8 @@ class LocalLedger:
             return self._anchor(header)
 
     def _anchor(self, header: BatchHeader) -> Receipt:
+        if self.key is None:
+            raise LedgerMismatch(f"{self.path} is open for verification only: it cannot anchor")
         if not isinstance(header, BatchHeader):
             raise InvalidHeader("not a BatchHeader")
         try:  # msgspec checks constraints on decode, not on construction: re-validate every field

@@ -165,7 +165,7 @@ def _lower_priority() -> None:
 
 
 def _frames_part(dsn: str, devices: list[str], batch_ids: list[str] | None, part: int, parts: int,
-                 snapshot: str | None = None) -> list[tuple[int, int, str]]:
+                 snapshot: str | None = None, keys: dict[str, bytes] | None = None) -> list[tuple[int, int, str]]:
     """The problems of one share of the frames (by ``seq`` mod ``parts``): (device code, seq, why) of each
     frame that is unreadable, differs from its recorded SHA-256 or whose device signature does not verify.
     ``snapshot``: the caller's exported snapshot, so that every share sees the same store as it does.
@@ -173,7 +173,8 @@ def _frames_part(dsn: str, devices: list[str], batch_ids: list[str] | None, part
     with psycopg.connect(dsn, autocommit=True) as conn:
         if snapshot is not None:
             _enter_snapshot(conn, snapshot)
-        raw_keys = {d: bytes(k) for d, k in conn.execute("SELECT device_id, public_key FROM devices")}
+        raw_keys = keys if keys is not None else \
+            {d: bytes(k) for d, k in conn.execute("SELECT device_id, public_key FROM devices")}
         rows = Rows(copy_out(conn, *_frames_query(devices, batch_ids, part, parts)), 4)
         if snapshot is not None:
             conn.execute("COMMIT")
@@ -253,18 +254,20 @@ def _pack(parts: list[tuple[np.ndarray, int]]) -> np.ndarray:
 
 
 def verify_bulk(dsn: str, backend: LedgerBackend, site: str | None = None, start: datetime | None = None,
-                end: datetime | None = None, workers: int | None = None) -> list[Any]:
+                end: datetime | None = None, workers: int | None = None,
+                keys: dict[str, bytes] | None = None) -> list[Any]:
+    """``keys``: the device keys frames are checked with (the verifier's pinned ones); default: the store's."""
     gc_was_on = gc.isenabled()
     gc.disable()  # millions of short-lived objects and no cycles: the collector only costs time here
     try:
-        return _verify_bulk(dsn, backend, site, start, end, workers)
+        return _verify_bulk(dsn, backend, site, start, end, workers, keys)
     finally:
         if gc_was_on:
             gc.enable()
 
 
 def _verify_bulk(dsn: str, backend: LedgerBackend, site: str | None, start: datetime | None,
-                 end: datetime | None, workers: int | None) -> list[Any]:
+                 end: datetime | None, workers: int | None, keys: dict[str, bytes] | None) -> list[Any]:
     from ledger.verify import verify_one_batch_rows
 
     params = {"site": site, "start": start, "end": end}
@@ -284,7 +287,8 @@ def _verify_bulk(dsn: str, backend: LedgerBackend, site: str | None, start: date
                 conn.execute("SELECT count(*) FROM frames").fetchone()[0]  # type: ignore[index]
             snap = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
             only = None if full else batch_ids
-            raw_keys = {d: bytes(k) for d, k in conn.execute("SELECT device_id, public_key FROM devices")}
+            raw_keys = keys if keys is not None else \
+                {d: bytes(k) for d, k in conn.execute("SELECT device_id, public_key FROM devices")}
             side = ThreadPoolExecutor(2)
             pool = None
             try:
@@ -303,7 +307,7 @@ def _verify_bulk(dsn: str, backend: LedgerBackend, site: str | None, start: date
                     procs = workers if workers is not None else (1 if n_frames < _INLINE_FRAMES else 2)
                     parts = procs * 3 if procs > 1 else 1
                     pool = ProcessPoolExecutor(procs, initializer=_lower_priority) if procs > 1 else None
-                    futs = [pool.submit(_frames_part, dsn, devices, only, k, parts, snap)
+                    futs = [pool.submit(_frames_part, dsn, devices, only, k, parts, snap, raw_keys)
                             for k in range(parts)] if pool else []
                     cur = load_current(conn, batch_ids, devices, snap, dsn)
                     findex = _frame_index(conn, devices, only)
@@ -314,11 +318,11 @@ def _verify_bulk(dsn: str, backend: LedgerBackend, site: str | None, start: date
                     bad = check_fut.result()
                 elif pool:
                     # the shares no worker has started yet are done here, so no core idles at the end
-                    mine = {k: _frames_part(dsn, devices, only, k, parts, snap)
+                    mine = {k: _frames_part(dsn, devices, only, k, parts, snap, raw_keys)
                             for k in reversed(range(parts)) if futs[k].cancel()}
                     bad = [p for k in range(parts) for p in (mine[k] if k in mine else futs[k].result())]
                 else:
-                    bad = _frames_part(dsn, devices, only, 0, 1, snap)
+                    bad = _frames_part(dsn, devices, only, 0, 1, snap, raw_keys)
             finally:
                 side.shutdown()
                 if pool:
@@ -330,12 +334,11 @@ def _verify_bulk(dsn: str, backend: LedgerBackend, site: str | None, start: date
                 if rep.changed or rep.deleted or rep.inserted or rep.bad_frames:
                     rep.status = "tampered"
             if slow:
-                keys = {d: Ed25519PublicKey.from_public_bytes(bytes(k))
-                        for d, k in conn.execute("SELECT device_id, public_key FROM devices")}
+                pubs = {d: Ed25519PublicKey.from_public_bytes(k) for d, k in raw_keys.items()}
                 unz = zstandard.ZstdDecompressor()
                 for b in slow:
                     m = meta[b]
-                    reports[b] = verify_one_batch_rows(conn, backend, m[0], m[1], m[2], m[3], bytes(m[4]), keys, unz)
+                    reports[b] = verify_one_batch_rows(conn, backend, m[0], m[1], m[2], m[3], bytes(m[4]), pubs, unz)
     return reports
 
 

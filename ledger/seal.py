@@ -23,7 +23,9 @@ import msgspec
 import numpy as np
 import psycopg
 import rfc8785
+import zstandard
 
+from firmware_sim.wire import b64url
 from ledger import bulk, merkle
 from ledger.backend import (
     AlreadyAnchored,
@@ -110,6 +112,16 @@ def load_leaves_bulk(conn: psycopg.Connection[Any], site: str, start: datetime, 
     """``load_leaves`` from one binary COPY row of arrays, hashed with ``ledger.bulk``: (keys, ``(n, 32)``
     hashes) in the same order with the same bytes, or None when a value is outside what the bulk path
     handles (the caller then uses ``load_leaves``)."""
+    got = load_window_bulk(conn, site, start, end, batch_id)
+    return None if got is None else (got[0], got[1])
+
+
+Values = list[tuple[int, str, int, int]]  # per leaf: (ts_ms, channel, energy_wh, power_w)
+
+
+def load_window_bulk(conn: psycopg.Connection[Any], site: str, start: datetime, end: datetime,
+                     batch_id: str | None) -> tuple[list[tuple[str, int, int]], np.ndarray, Values] | None:
+    """``load_leaves_bulk`` and, per leaf, the reading's values (to be checked against its signed frame)."""
     from ledger.pgbinary import Rows, copy_out
 
     flt = "r.batch_id IS NULL" if batch_id is None else "r.batch_id = %(id)s"
@@ -117,7 +129,7 @@ def load_leaves_bulk(conn: psycopg.Connection[Any], site: str, start: datetime, 
     rows = Rows(copy_out(conn, BULK_QUERY.format(filter=flt), {"s": site, "a": start, "b": end, "id": batch_id}), 9)
     n = int(rows.ints(0)[0]) if len(rows) else 0
     if n == 0:
-        return [], np.zeros((0, 32), np.uint8)
+        return [], np.zeros((0, 32), np.uint8), []
     cols = []
     for k in range(1, 8):
         try:
@@ -146,12 +158,14 @@ def load_leaves_bulk(conn: psycopg.Connection[Any], site: str, start: datetime, 
                          frame=np.arange(n, dtype=np.int32), ts_ms=ts_ms, energy_wh=e, power_w=p, seq=seq, idx=idx)
     hashes = bulk.leaf_hashes(c)
     keys = list(zip([devs[i] for i in dno.tolist()], seq.tolist(), idx.tolist(), strict=True))
-    return keys, hashes
+    values = list(zip(ts_ms.tolist(), [_CHANNELS[i] for i in ch.tolist()], e.tolist(), p.tolist(), strict=True))
+    return keys, hashes, values
 
 
 def seal_windows(dsn: str, backend: LedgerBackend, window_s: int = 3600, grace_s: int = 900,
                  now_ms: int | None = None, site: str | None = None,
-                 progress: Callable[[int, int], None] | None = None, max_workers: int = 8) -> list[SealedBatch]:
+                 progress: Callable[[int, int], None] | None = None, max_workers: int = 8,
+                 refused_out: list[tuple[str, int, int]] | None = None) -> list[SealedBatch]:
     """Seal every complete window with unsealed readings; return the batches made, in order.
 
     Sites are sealed concurrently (up to ``max_workers`` threads, each with its own connection):
@@ -159,7 +173,11 @@ def seal_windows(dsn: str, backend: LedgerBackend, window_s: int = 3600, grace_s
     chains are independent, so a slow remote ledger (Fabric: one commit per anchor) is not
     serialised across sites. ``progress(done, total)`` is called under a lock, from any thread.
     On an error, no new window is started; the first error is raised once the others have stopped.
+    Readings no valid signed frame backs are not sealed: their keys are added to ``refused_out`` and
+    they stay unsealed (``verify`` names each one).
     """
+    if refused_out is None:
+        refused_out = []
     now = datetime.fromtimestamp((now_ms or int(time.time() * 1000)) / 1000, UTC)
     with psycopg.connect(dsn, autocommit=True) as conn:
         windows = conn.execute(
@@ -185,7 +203,9 @@ def seal_windows(dsn: str, backend: LedgerBackend, window_s: int = 3600, grace_s
                 c.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
                 try:
                     with c.transaction():
-                        out.append(_seal_one(c, backend, site_id, start, window_s, bulk_ok))
+                        made = _seal_one(c, backend, site_id, start, window_s, bulk_ok, refused_out)
+                        if made is not None:
+                            out.append(made)
                 except BaseException:
                     stop.set()
                     raise
@@ -207,18 +227,74 @@ def seal_windows(dsn: str, backend: LedgerBackend, window_s: int = 3600, grace_s
     return [b for f in futs for b in f.result()]
 
 
+def _load_window_rows(conn: psycopg.Connection[Any], site: str, start: datetime,
+                      end: datetime) -> tuple[list[tuple[str, int, int]], list[bytes], Values]:
+    keys, hashes, values = [], [], []
+    for dev, ts_ms, ch, e, p, seq, idx, fsha in conn.execute(LEAF_QUERY.format(filter="r.batch_id IS NULL"),
+                                                             (site, start, end)):
+        leaf = Leaf(device=dev, ts_ms=ts_ms, channel=ch, energy_wh=e, power_w=p, seq=seq, idx=idx,
+                    frame_sha256=bytes(fsha).hex())
+        keys.append((dev, seq, idx))
+        hashes.append(merkle.leaf_hash(leaf_bytes(leaf)))
+        values.append((ts_ms, ch, e, p))
+    return keys, hashes, values
+
+
+def backed_by_frames(conn: psycopg.Connection[Any], keys: list[tuple[str, int, int]], values: Values) -> list[bool]:
+    """For each reading: does a valid signed frame hold exactly it? The frame's stored bytes must hash to
+    their recorded SHA-256, decode strictly as a wire frame of that (device, seq), and carry the device's
+    valid signature (the registered key); the reading must equal the frame's reading at ``idx``."""
+    from firmware_sim.wire import WireError, decode_frame, verify_signature
+    from ingest.validate import _public_key
+
+    wanted = sorted({(d, q) for d, q, _ in keys})
+    if not wanted:
+        return []
+    unz = zstandard.ZstdDecompressor()
+    signed: dict[tuple[str, int], list[tuple[int, str, int, int]]] = {}
+    rows = conn.execute(
+        "SELECT f.device_id, f.seq, f.frame_sha256, f.raw_zstd, d.public_key FROM frames f JOIN devices d USING (device_id) "
+        "JOIN unnest(%s::text[], %s::bigint[]) AS k(device_id, seq) USING (device_id, seq)",
+        ([d for d, _ in wanted], [q for _, q in wanted])).fetchall()
+    for dev, seq, sha, raw_z, key in rows:
+        try:
+            raw = unz.decompress(bytes(raw_z))
+            if hashlib.sha256(raw).digest() != bytes(sha):
+                continue
+            frame = decode_frame(raw)
+            verify_signature(frame, _public_key(b64url(bytes(key))))
+        except (zstandard.ZstdError, WireError):
+            continue
+        if (frame.device, frame.seq) == (dev, seq):
+            signed[(dev, seq)] = [(r.ts_ms, r.channel, r.energy_wh, r.power_w) for r in frame.readings]
+    out = []
+    for (dev, seq, idx), v in zip(keys, values, strict=True):
+        fr = signed.get((dev, seq))
+        out.append(fr is not None and 0 <= idx < len(fr) and fr[idx] == v)
+    return out
+
+
 def _seal_one(conn: psycopg.Connection[Any], backend: LedgerBackend, site: str, start: datetime,
-              window_s: int, bulk_ok: bool = True) -> SealedBatch:
+              window_s: int, bulk_ok: bool = True,
+              refused_out: list[tuple[str, int, int]] | None = None) -> SealedBatch | None:
     end = datetime.fromtimestamp(start.timestamp() + window_s, UTC)
-    got = load_leaves_bulk(conn, site, start, end, None) if bulk_ok else None
+    got = load_window_bulk(conn, site, start, end, None) if bulk_ok else None
     if got is None:
-        leaves = load_leaves(conn, site, start, end, None)
-        keys, hashes = [k for k, _ in leaves], [h for _, h in leaves]
-        root = merkle.root_from_leaf_hashes(hashes)
+        keys, hashes, values = _load_window_rows(conn, site, start, end)
     else:
-        keys, arr = got
+        keys, arr, values = got
         hashes = bulk.as_bytes_list(arr)
-        root = bulk.root(arr)
+    # Invariant 1: nothing is sealed that no valid signed frame backs (docs/proofs.md)
+    ok = backed_by_frames(conn, keys, values)
+    refused = [k for k, good in zip(keys, ok, strict=True) if not good]
+    if refused:
+        keys = [k for k, good in zip(keys, ok, strict=True) if good]
+        hashes = [h for h, good in zip(hashes, ok, strict=True) if good]
+        if refused_out is not None:
+            refused_out.extend(refused)
+        if not keys:
+            return None  # nothing in the window is backed: no batch (verify names the readings)
+    root = bulk.root(got[1]) if got is not None and not refused else merkle.root_from_leaf_hashes(hashes)
     base_id = f"{site}:{start.strftime('%Y%m%dT%H%M%SZ')}"
     earlier = conn.execute("SELECT count(*) FROM batches WHERE site_id = %s AND window_start = %s",
                            (site, start)).fetchone()
@@ -244,9 +320,15 @@ def _seal_one(conn: psycopg.Connection[Any], backend: LedgerBackend, site: str, 
         (batch_id, site, header.kind, header.amends, start, end, len(keys), bytes.fromhex(header.root),
          header_bytes(header), bytes.fromhex(header_hash(header)), [k[0] for k in keys], [k[1] for k in keys],
          [k[2] for k in keys], b"".join(hashes), msgspec.json.encode(receipt).decode()))
-    # Same REPEATABLE READ snapshot as load_leaves: marks exactly the readings that were sealed,
-    # not ones committed by ingest meanwhile (those stay unsealed for the next amendment).
-    conn.execute("UPDATE readings r SET batch_id = %s FROM devices d WHERE d.device_id = r.device_id "
-                 "AND d.site_id = %s AND r.ts >= %s AND r.ts < %s AND r.batch_id IS NULL",
-                 (batch_id, site, start, end))
+    # Same REPEATABLE READ snapshot as the load: marks exactly the readings that were sealed, not ones
+    # committed by ingest meanwhile (those stay unsealed for the next amendment) nor refused ones.
+    if refused:
+        conn.execute("UPDATE readings r SET batch_id = %s FROM unnest(%s::text[], %s::bigint[], %s::int[]) "
+                     "AS k(device_id, seq, idx) WHERE r.device_id = k.device_id AND r.seq = k.seq AND r.idx = k.idx "
+                     "AND r.ts >= %s AND r.ts < %s AND r.batch_id IS NULL",
+                     (batch_id, [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], start, end))
+    else:
+        conn.execute("UPDATE readings r SET batch_id = %s FROM devices d WHERE d.device_id = r.device_id "
+                     "AND d.site_id = %s AND r.ts >= %s AND r.ts < %s AND r.batch_id IS NULL",
+                     (batch_id, site, start, end))
     return SealedBatch(header, keys, hashes)

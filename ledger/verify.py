@@ -46,7 +46,8 @@ class BatchReport:
 
 
 def verify(dsn: str, backend: LedgerBackend, site: str | None = None, start: datetime | None = None,
-           end: datetime | None = None, workers: int | None = None) -> list[BatchReport]:
+           end: datetime | None = None, workers: int | None = None,
+           keys: dict[str, bytes] | None = None) -> list[BatchReport]:
     """Replay every sealed batch in range (bulk: a few binary COPYs, checks on columns; see ledger/replay.py).
 
     ``workers``: without the native library, the processes re-checking frame signatures (default: 2, or
@@ -54,18 +55,18 @@ def verify(dsn: str, backend: LedgerBackend, site: str | None = None, start: dat
     """
     from ledger.replay import verify_bulk
 
-    return verify_bulk(dsn, backend, site, start, end, workers)
+    return verify_bulk(dsn, backend, site, start, end, workers, keys)
 
 
 def verify_rows(dsn: str, backend: LedgerBackend, site: str | None = None, start: datetime | None = None,
-                end: datetime | None = None) -> list[BatchReport]:
+                end: datetime | None = None, keys: dict[str, bytes] | None = None) -> list[BatchReport]:
     """The row-by-row replay (one query per batch, one ``Leaf`` per reading): the reference ``verify``
     is tested against, and what it falls back to for batch records it cannot read in bulk."""
     reports = []
     unz = zstandard.ZstdDecompressor()
     with psycopg.connect(dsn, autocommit=True) as conn:
-        keys = {d: Ed25519PublicKey.from_public_bytes(bytes(k))
-                for d, k in conn.execute("SELECT device_id, public_key FROM devices")}
+        raw = keys if keys is not None else {d: bytes(k) for d, k in conn.execute("SELECT device_id, public_key FROM devices")}
+        pubs = {d: Ed25519PublicKey.from_public_bytes(k) for d, k in raw.items()}
         rows = conn.execute(
             "SELECT batch_id, site_id, window_start, window_end, header, leaf_devices, leaf_seqs, leaf_idxs, "
             "leaf_hashes FROM batches WHERE (%s::text IS NULL OR site_id = %s) "
@@ -73,7 +74,7 @@ def verify_rows(dsn: str, backend: LedgerBackend, site: str | None = None, start
             "ORDER BY site_id, window_start, batch_id", (site, site, start, start, end, end)).fetchall()
         for batch_id, site_id, w0, w1, header_raw, devs, seqs, idxs, hashes_raw in rows:
             reports.append(_replay_batch(conn, backend, batch_id, site_id, w0, w1, bytes(header_raw), devs, seqs, idxs,
-                                         bytes(hashes_raw), keys, unz))
+                                         bytes(hashes_raw), pubs, unz))
     return reports
 
 
@@ -150,6 +151,49 @@ def frame_problem(raw_z: bytes, sha: bytes, key: Ed25519PublicKey | None,
     return None
 
 
-def summary_json(reports: list[BatchReport]) -> bytes:
+@dataclass
+class VerifyResult:
+    """Everything ``wattproof verify`` found: per batch (replay) and across the store (completeness)."""
+
+    reports: list[BatchReport]
+    store_problems: list[Any]  # ledger.complete.Problem
+    pending: list[Key]  # signed late readings of sealed windows awaiting their amendment
+    pinned: bool  # trust came from the verifier; False: self-consistent at best, not verified
+    readings: int = 0
+    frames: int = 0
+
+    @property
+    def intact(self) -> bool:
+        return not self.store_problems and all(r.status == "intact" for r in self.reports)
+
+    @property
+    def verdict(self) -> str:
+        if not self.intact:
+            return "tampered"
+        return "verified" if self.pinned else "self-consistent only (no trust pinned): not verified"
+
+
+def verify_all(dsn: str, backend: LedgerBackend, trust: Any = None, site: str | None = None,
+               start: datetime | None = None, end: datetime | None = None) -> VerifyResult:
+    """The whole check: the replay of every batch in scope (with the pinned device keys) and the
+    completeness checks of ``ledger.complete`` (readings ↔ frames ↔ batches ↔ ledger, keys ↔ trust)."""
+    from ledger import complete
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        keys, _ = complete.device_keys(conn, trust, site)
+    reports = verify(dsn, backend, site, start, end, keys=keys)
+    comp = complete.check(dsn, backend, trust, site, start, end)
+    return VerifyResult(reports, comp.problems, comp.pending, trust is not None, comp.readings, comp.frames)
+
+
+def summary_json(reports: list[BatchReport] | VerifyResult) -> bytes:
+    if isinstance(reports, VerifyResult):
+        res = reports
+        return msgspec.json.encode({
+            "verdict": res.verdict, "pinned": res.pinned, "batches": len(res.reports),
+            "intact": sum(r.status == "intact" for r in res.reports), "readings": res.readings, "frames": res.frames,
+            "problems": [r.to_json() for r in res.reports if r.status != "intact"],
+            "store_problems": [p.to_json() for p in res.store_problems],
+            "pending": [list(k) for k in res.pending]})
     return msgspec.json.encode({"batches": len(reports), "intact": sum(r.status == "intact" for r in reports),
                                 "problems": [r.to_json() for r in reports if r.status != "intact"]})

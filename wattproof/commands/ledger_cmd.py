@@ -9,7 +9,8 @@ from pathlib import Path
 import typer
 
 
-def open_backend(ledger: str, ledger_dir: Path | None):  # type: ignore[no-untyped-def]
+def open_backend(ledger: str, ledger_dir: Path | None, readonly: bool = False):  # type: ignore[no-untyped-def]
+    """The ledger backend; ``readonly`` (verify, proof export, reports): never creates a ledger or a key."""
     if ledger == "fabric":
         from ledger.fabric.backend import FabricLedger
         from wattproof.commands.fabric_cmd import network_dir
@@ -24,7 +25,18 @@ def open_backend(ledger: str, ledger_dir: Path | None):  # type: ignore[no-untyp
     from ledger.local import LocalLedger
     from wattproof import config
 
-    return LocalLedger.open(ledger_dir or config.data_dir() / "ledger")
+    return LocalLedger.open(ledger_dir or config.data_dir() / "ledger", create=not readonly)
+
+
+def open_verifying_backend(ledger: str, ledger_dir: Path | None, trust):  # type: ignore[no-untyped-def]
+    """The ledger as a verifier opens it: a local ledger's records checked against the pinned operator keys
+    (whatever key file lies beside it); nothing is created."""
+    if ledger == "local" and trust is not None:
+        from ledger.local import LocalLedger
+        from wattproof import config
+
+        return LocalLedger.open_pinned(ledger_dir or config.data_dir() / "ledger", trust.operator_keys)
+    return open_backend(ledger, ledger_dir, readonly=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -44,39 +56,79 @@ def register(app: typer.Typer) -> None:
 
         backend = open_backend(ledger, ledger_dir)
         while True:
-            made = seal_windows(db, backend, window_s=window_s, grace_s=grace_s, site=site)
+            refused: list[tuple[str, int, int]] = []
+            made = seal_windows(db, backend, window_s=window_s, grace_s=grace_s, site=site, refused_out=refused)
             readings = sum(b.header.leaf_count for b in made)
             typer.echo(f"sealed and anchored {len(made)} batches ({readings} readings) on the {backend.name} ledger")
+            if refused:
+                typer.echo(f"refused to seal {len(refused)} readings that no valid signed frame backs, e.g. "
+                           f"{refused[:3]} (left unsealed; `wattproof verify` names each)", err=True)
             if every is None:
                 return
             time.sleep(every)
 
-    @app.command("verify", help="Replay every sealed batch from the store against the ledger; name tampered readings.")
+    @app.command("verify", help="Replay every sealed batch from the store against the ledger and every stored reading "
+                 "against its signed frame; name each tampered reading, frame and batch. Exit 0: verified against "
+                 "pinned trust; 1: problems; 3: no trust pinned (self-consistent only, not verified).")
     def verify(
         db: str = typer.Option(..., "--db", envvar="WATTPROOF_DB", help="PostgreSQL DSN."),
         ledger: str = typer.Option("local", "--ledger", help="local | fabric"),
         ledger_dir: Path | None = typer.Option(None, "--ledger-dir"),
+        trust_file: Path | None = typer.Option(None, "--trust", envvar="WATTPROOF_TRUST",
+                                               help="Trust file (wattproof-trust/1): the operator and device keys "
+                                                    "(and Fabric roots) you pin. Without it nothing is verified."),
         site: str | None = typer.Option(None, "--site"),
         since: datetime | None = typer.Option(None, "--from", help="Only batches ending after this time (UTC)."),
         until: datetime | None = typer.Option(None, "--to", help="Only batches starting before this time (UTC)."),
         json_out: bool = typer.Option(False, "--json", help="Machine-readable report."),
     ) -> None:
-        from ledger.verify import summary_json
-        from ledger.verify import verify as run_verify
+        from ledger.trust import load_trust
+        from ledger.verify import summary_json, verify_all
 
-        reports = run_verify(db, open_backend(ledger, ledger_dir), site=site,
-                             start=since.replace(tzinfo=UTC) if since else None,
-                             end=until.replace(tzinfo=UTC) if until else None)
-        bad = [r for r in reports if r.status != "intact"]
+        trust = load_trust(trust_file) if trust_file else None
+        res = verify_all(db, open_verifying_backend(ledger, ledger_dir, trust), trust, site=site,
+                         start=since.replace(tzinfo=UTC) if since else None,
+                         end=until.replace(tzinfo=UTC) if until else None)
+        bad = [r for r in res.reports if r.status != "intact"]
         if json_out:
-            typer.echo(summary_json(reports).decode())
+            typer.echo(summary_json(res).decode())
         else:
-            typer.echo(f"{len(reports) - len(bad)} of {len(reports)} batches intact")
+            typer.echo(f"{len(res.reports) - len(bad)} of {len(res.reports)} batches intact; {res.readings} stored "
+                       f"readings and {res.frames} signed frames checked; {len(res.store_problems)} store problems; "
+                       f"{len(res.pending)} late readings awaiting amendment")
             for r in bad:
                 typer.echo(f"{r.batch_id}: {r.status}; changed {r.changed} deleted {r.deleted} "
                            f"inserted {r.inserted} bad frames {r.bad_frames}")
-        if bad:
+            for p in res.store_problems[:200]:
+                typer.echo(f"{p.kind} {p.what} {list(p.ref)}: {p.detail}")
+            if len(res.store_problems) > 200:
+                typer.echo(f"… and {len(res.store_problems) - 200} more store problems (--json lists all)")
+            typer.echo(f"verdict: {res.verdict}")
+        if not res.intact:
             raise typer.Exit(1)
+        if not res.pinned:
+            typer.echo("not verified: pass --trust FILE with the keys you pin (see docs/proofs.md, Trust)", err=True)
+            raise typer.Exit(3)
+
+    trust_app = typer.Typer(no_args_is_help=True, help="Trust files: the keys and roots a verifier pins.")
+
+    @trust_app.command("export", help="Write the operator's view of what to pin (operator key, device keys, Fabric "
+                       "roots) for an auditor; the auditor must check it out of band before relying on it.")
+    def trust_export(
+        out: Path = typer.Option(..., "--out", help="Trust file to write."),
+        db: str = typer.Option(..., "--db", envvar="WATTPROOF_DB", help="PostgreSQL DSN (device keys)."),
+        ledger: str = typer.Option("local", "--ledger", help="local | fabric"),
+        ledger_dir: Path | None = typer.Option(None, "--ledger-dir"),
+    ) -> None:
+        from ledger.trust import write_trust
+        from wattproof.trustfile import trust_from_operator
+
+        trust = trust_from_operator(db, ledger, ledger_dir)
+        write_trust(out, trust)
+        typer.echo(f"wrote {out}: {len(trust.operator_keys)} operator keys, {len(trust.devices)} device keys"
+                   + (", Fabric roots" if trust.fabric else ""))
+
+    app.add_typer(trust_app, name="trust")
 
     proof = typer.Typer(no_args_is_help=True, help="Export self-contained proof bundles.")
 

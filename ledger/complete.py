@@ -1,0 +1,243 @@
+"""Completeness: the store's readings against the signed frames, and the store's batches against the ledger.
+
+Owns the checks that make ``verify`` complete in both directions (docs/proofs.md, "What must hold"):
+- **reading ↔ frame**: every stored reading in scope equals the reading at its ``idx`` in a valid signed
+  frame (recorded SHA-256, strict wire decoding, Ed25519 by the device key the verifier pinned); no
+  key ``(device, seq, idx)`` is stored twice; every reading of a valid frame is stored;
+- **reading ↔ batch**: a reading that names a batch lies in that batch's site and window and is one of
+  its sealed leaves; a reading in a sealed window that no batch holds is either signed evidence that
+  arrived late (pending, listed) or a problem;
+- **ledger ↔ store**: every batch the ledger holds in scope is in the store (the other direction —
+  every stored batch is on the ledger — is the replay's, ``ledger/replay.py``);
+- **trust**: every device key in the store is one the verifier pinned.
+Each violation is a ``Problem`` naming the reading, frame, batch or device. Pure reporting: never writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import psycopg
+import zstandard
+
+from firmware_sim.wire import WireError, b64url, decode_frame, verify_signature
+from ledger.backend import LedgerBackend
+from ledger.trust import Trust
+
+# --- problem kinds (documented in docs/proofs.md, "verify: what each problem means") ----------------
+READING_DIFFERS: Final = "reading_differs_from_frame"
+READING_UNBACKED: Final = "reading_without_signed_frame"
+DUPLICATE_KEY: Final = "duplicate_reading_key"
+SIGNED_READING_MISSING: Final = "signed_reading_missing"
+OUTSIDE_BATCH: Final = "reading_outside_its_batch"
+UNKNOWN_BATCH: Final = "reading_names_unknown_batch"
+FRAME_INVALID: Final = "frame_invalid"
+BATCH_MISSING_IN_STORE: Final = "batch_missing_in_store"
+DEVICE_KEY_NOT_PINNED: Final = "device_key_not_pinned"
+PENDING: Final = "pending_amendment"  # not a problem: signed late readings of a sealed window, not yet amended
+
+#: readings lie within this window around their frame's sent_ms (docs/wire-format.md)
+_BEFORE_SEND_MS: Final = 24 * 3_600_000
+_AFTER_SEND_MS: Final = 60_000
+
+Key = tuple[str, int, int]
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: str
+    what: str  # "reading" | "frame" | "batch" | "device"
+    ref: tuple[Any, ...]  # (device, seq, idx) | (device, seq) | (batch_id,) | (device,)
+    detail: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "what": self.what, "ref": list(self.ref), "detail": self.detail}
+
+
+@dataclass
+class Completeness:
+    problems: list[Problem]
+    pending: list[Key]  # signed late readings of sealed windows awaiting their amendment batch
+    readings: int  # stored readings checked
+    frames: int  # frames checked
+
+
+def _ms(dt: datetime) -> int:
+    return int(dt.timestamp() * 1000)
+
+
+def device_keys(conn: psycopg.Connection[Any], trust: Trust | None,
+                site: str | None = None) -> tuple[dict[str, bytes], list[Problem]]:
+    """The key each device's frames are checked with: the pinned one (the store's key must be among the
+    pinned ones, else a problem), or, without trust, the store's own (self-consistency only)."""
+    from firmware_sim.wire import b64url_decode
+
+    problems: list[Problem] = []
+    keys: dict[str, bytes] = {}
+    for dev, key, dsite in conn.execute("SELECT device_id, public_key, site_id FROM devices ORDER BY device_id"):
+        stored = bytes(key)
+        if trust is None:
+            keys[dev] = stored
+            continue
+        pinned = trust.device_keys(dev)
+        if b64url(stored) in pinned:
+            keys[dev] = stored
+            continue
+        if site is None or dsite == site:
+            problems.append(Problem(DEVICE_KEY_NOT_PINNED, "device", (dev,),
+                                    f"the store's key for {dev} is not one the verifier pinned"
+                                    + ("" if pinned else " (no key pinned for this device)")))
+        if pinned:
+            keys[dev] = b64url_decode(pinned[0])  # its frames must then verify with the pinned key
+    return keys, problems
+
+
+def check(dsn: str, backend: LedgerBackend, trust: Trust | None, site: str | None = None,
+          start: datetime | None = None, end: datetime | None = None) -> Completeness:
+    """Every completeness check over the scope (a site and/or a time range; everything by default)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    lo = _ms(start) if start else None
+    hi = _ms(end) if end else None
+    unz = zstandard.ZstdDecompressor()
+    problems: list[Problem] = []
+    with psycopg.connect(dsn) as conn:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        with conn.transaction():
+            keys, key_problems = device_keys(conn, trust, site)
+            problems += key_problems
+            site_of = dict(conn.execute("SELECT device_id, site_id FROM devices").fetchall())
+            verifiers = {d: Ed25519PublicKey.from_public_bytes(k) for d, k in keys.items()}
+            # --- frames in scope → the signed readings
+            f_rows = conn.execute(
+                "SELECT f.device_id, f.seq, f.frame_sha256, f.raw_zstd FROM frames f JOIN devices d USING (device_id) "
+                "WHERE (%(site)s::text IS NULL OR d.site_id = %(site)s) "
+                "AND (%(lo)s::bigint IS NULL OR f.sent_ms >= %(lo)s - %(after)s) "
+                "AND (%(hi)s::bigint IS NULL OR f.sent_ms < %(hi)s + %(before)s)",
+                {"site": site, "lo": lo, "hi": hi, "after": _AFTER_SEND_MS, "before": _BEFORE_SEND_MS}).fetchall()
+            signed: dict[Key, tuple[int, str, int, int]] = {}
+            bad_frames: set[tuple[str, int]] = set()
+            for dev, seq, sha, raw_z in f_rows:
+                why = _frame_problem(bytes(raw_z), bytes(sha), dev, seq, verifiers.get(dev), unz, signed, lo, hi)
+                if why is not None:
+                    bad_frames.add((dev, seq))
+                    problems.append(Problem(FRAME_INVALID, "frame", (dev, seq), why))
+            # --- stored readings in scope
+            r_rows = conn.execute(
+                "SELECT r.device_id, r.seq, r.idx, (extract(epoch FROM r.ts) * 1000)::bigint, r.channel, r.energy_wh, "
+                "r.power_w, r.batch_id FROM readings r JOIN devices d USING (device_id) "
+                "WHERE (%(site)s::text IS NULL OR d.site_id = %(site)s) "
+                "AND (%(start)s::timestamptz IS NULL OR r.ts >= %(start)s) "
+                "AND (%(end)s::timestamptz IS NULL OR r.ts < %(end)s) "
+                "ORDER BY r.device_id, r.seq, r.idx, r.ts",
+                {"site": site, "start": start, "end": end}).fetchall()
+            batches = {b: (s, _ms(w0), _ms(w1), k) for b, s, w0, w1, k in conn.execute(
+                "SELECT batch_id, site_id, window_start, window_end, kind FROM batches")}
+            leaves = _leaf_sets(conn, {b for *_, b in r_rows if b is not None})
+            sealed_windows = {(s, w0): w1 for s, w0, w1, k in batches.values()}
+            stored_keys = _check_readings(r_rows, signed, bad_frames, batches, leaves, site_of, problems)
+            pending = _pending(r_rows, signed, sealed_windows, site_of)
+            for k in sorted(signed.keys() - stored_keys):
+                problems.append(Problem(SIGNED_READING_MISSING, "reading", k,
+                                        f"reading {k} of a valid signed frame is not in the store"))
+            problems += _ledger_vs_store(backend, set(batches), site, lo, hi)
+    return Completeness(problems, pending, len(r_rows), len(f_rows))
+
+
+def _frame_problem(raw_z: bytes, sha: bytes, dev: str, seq: int, key: Any, unz: zstandard.ZstdDecompressor,
+                   signed: dict[Key, tuple[int, str, int, int]], lo: int | None, hi: int | None) -> str | None:
+    """Check one stored frame; when valid, add its readings in scope to ``signed``."""
+    try:
+        raw = unz.decompress(raw_z)
+    except zstandard.ZstdError:
+        return "stored frame bytes are not readable"
+    if hashlib.sha256(raw).digest() != sha:
+        return "stored frame bytes do not match their recorded SHA-256"
+    if key is None:
+        return "no key to check the device's signature with"
+    try:
+        frame = decode_frame(raw)
+        verify_signature(frame, key)
+    except WireError as exc:
+        return f"{exc.reason}: {exc.detail}"
+    if (frame.device, frame.seq) != (dev, seq):
+        return f"the signed frame is {frame.device} seq {frame.seq}, stored as {dev} seq {seq}"
+    for i, r in enumerate(frame.readings):
+        if (lo is None or r.ts_ms >= lo) and (hi is None or r.ts_ms < hi):
+            signed[(dev, seq, i)] = (r.ts_ms, r.channel, r.energy_wh, r.power_w)
+    return None
+
+
+def _leaf_sets(conn: psycopg.Connection[Any], batch_ids: set[str]) -> dict[str, set[Key]]:
+    out: dict[str, set[Key]] = {}
+    for b, devs, seqs, idxs in conn.execute(
+            "SELECT batch_id, leaf_devices, leaf_seqs, leaf_idxs FROM batches WHERE batch_id = ANY(%s)", (list(batch_ids),)):
+        out[b] = set(zip(devs, seqs, idxs, strict=False))
+    return out
+
+
+def _check_readings(rows: list[tuple[Any, ...]], signed: dict[Key, tuple[int, str, int, int]],
+                    bad_frames: set[tuple[str, int]], batches: dict[str, tuple[str, int, int, str]],
+                    leaves: dict[str, set[Key]], site_of: dict[str, str], problems: list[Problem]) -> set[Key]:
+    seen: dict[Key, int] = defaultdict(int)
+    for dev, seq, idx, ts, ch, e, p, batch in rows:
+        k = (dev, seq, idx)
+        seen[k] += 1
+        if seen[k] == 2:
+            problems.append(Problem(DUPLICATE_KEY, "reading", k, f"reading key {k} is stored more than once"))
+        want = signed.get(k)
+        if want is None:
+            why = "its frame is invalid" if (dev, seq) in bad_frames else "no valid signed frame holds it"
+            problems.append(Problem(READING_UNBACKED, "reading", k, f"stored reading {k}: {why}"))
+        elif want != (ts, ch, e, p):
+            problems.append(Problem(READING_DIFFERS, "reading", k,
+                                    f"stored reading {k} is {(ts, ch, e, p)}, the device signed {want}"))
+        if batch is None:
+            continue
+        b = batches.get(batch)
+        if b is None:
+            problems.append(Problem(UNKNOWN_BATCH, "reading", k, f"reading {k} names batch {batch!r}, which the store does not hold"))
+        elif site_of.get(dev) != b[0] or not b[1] <= ts < b[2] or k not in leaves.get(batch, set()):
+            problems.append(Problem(OUTSIDE_BATCH, "reading", k,
+                                    f"reading {k} is marked as sealed in {batch} but is not one of its leaves "
+                                    f"in its site and window"))
+    return set(seen)
+
+
+def _pending(rows: list[tuple[Any, ...]], signed: dict[Key, tuple[int, str, int, int]],
+             sealed_windows: dict[tuple[str, int], int], site_of: dict[str, str]) -> list[Key]:
+    """Unsealed readings equal to their signed frame's, in a window that has a batch: late arrivals."""
+    if not sealed_windows:
+        return []
+    out = []
+    starts_by_site: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for (s, w0), w1 in sealed_windows.items():
+        starts_by_site[s].append((w0, w1))
+    for dev, seq, idx, ts, ch, e, p, batch in rows:
+        if batch is not None or signed.get((dev, seq, idx)) != (ts, ch, e, p):
+            continue
+        if any(w0 <= ts < w1 for w0, w1 in starts_by_site.get(site_of.get(dev, ""), [])):
+            out.append((dev, seq, idx))
+    return out
+
+
+def _ledger_vs_store(backend: LedgerBackend, stored: set[str], site: str | None, lo: int | None,
+                     hi: int | None) -> list[Problem]:
+    out = []
+    for ev in backend.events():
+        h = ev.header
+        if site is not None and h.site != site:
+            continue
+        if (lo is not None and h.window_end_ms <= lo) or (hi is not None and h.window_start_ms >= hi):
+            continue
+        if h.batch_id not in stored:
+            start = datetime.fromtimestamp(h.window_start_ms / 1000, UTC).isoformat()
+            out.append(Problem(BATCH_MISSING_IN_STORE, "batch", (h.batch_id,),
+                               f"the ledger holds batch {h.batch_id} ({h.leaf_count} readings of site {h.site} from "
+                               f"{start}), the store does not"))
+    return out
