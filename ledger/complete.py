@@ -38,6 +38,7 @@ UNKNOWN_BATCH: Final = "reading_names_unknown_batch"
 FRAME_INVALID: Final = "frame_invalid"
 BATCH_MISSING_IN_STORE: Final = "batch_missing_in_store"
 DEVICE_KEY_NOT_PINNED: Final = "device_key_not_pinned"
+FABRIC_RECEIPT_INVALID: Final = "fabric_receipt_invalid"
 PENDING: Final = "pending_amendment"  # not a problem: signed late readings of a sealed window, not yet amended
 
 #: readings lie within this window around their frame's sent_ms (docs/wire-format.md)
@@ -240,4 +241,33 @@ def _ledger_vs_store(backend: LedgerBackend, stored: set[str], site: str | None,
             out.append(Problem(BATCH_MISSING_IN_STORE, "batch", (h.batch_id,),
                                f"the ledger holds batch {h.batch_id} ({h.leaf_count} readings of site {h.site} from "
                                f"{start}), the store does not"))
+    return out
+
+
+def fabric_receipts(dsn: str, backend: Any, fabric_trust: Any, site: str | None, start: datetime | None,
+                    end: datetime | None) -> list[Problem]:
+    """Each stored batch's Fabric receipt proven offline: the block holding its transaction, the endorsements
+    and the orderer's signature, against the pinned organisation roots (``ledger.fabric.evidence``)."""
+    import msgspec
+
+    from ledger.backend import Receipt
+    from ledger.fabric.evidence import collect_evidence, verify_evidence
+
+    out: list[Problem] = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT batch_id, header, receipt FROM batches WHERE (%(site)s::text IS NULL OR site_id = %(site)s) "
+            "AND (%(start)s::timestamptz IS NULL OR window_end > %(start)s) "
+            "AND (%(end)s::timestamptz IS NULL OR window_start < %(end)s) ORDER BY site_id, window_start, batch_id",
+            {"site": site, "start": start, "end": end}).fetchall()
+    for batch_id, header, receipt in rows:
+        on_ledger = backend.get(batch_id)
+        if on_ledger is None:
+            continue  # the replay names it (missing_on_ledger)
+        try:
+            rec = msgspec.convert(receipt, Receipt)
+            problems = verify_evidence(collect_evidence(backend, rec), bytes(header), receipt, fabric_trust)
+        except Exception as exc:  # noqa: BLE001 — an unreadable receipt or block is a problem with a reason
+            problems = [f"{type(exc).__name__}: {exc}"]
+        out += [Problem(FABRIC_RECEIPT_INVALID, "batch", (batch_id,), p) for p in problems]
     return out

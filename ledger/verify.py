@@ -183,7 +183,14 @@ def verify_all(dsn: str, backend: LedgerBackend, trust: Any = None, site: str | 
         keys, _ = complete.device_keys(conn, trust, site)
     reports = verify(dsn, backend, site, start, end, keys=keys)
     comp = complete.check(dsn, backend, trust, site, start, end)
-    return VerifyResult(reports, comp.problems, comp.pending, trust is not None, comp.readings, comp.frames)
+    pinned = trust is not None
+    if backend.name == "fabric":
+        # the peers' answers are claims too: each batch's block, endorsements and orderer signature are checked
+        # against the organisation roots the verifier pinned (ledger/fabric/evidence.py)
+        pinned = pinned and trust.fabric is not None
+        if pinned:
+            comp.problems += complete.fabric_receipts(dsn, backend, trust.fabric, site, start, end)
+    return VerifyResult(reports, comp.problems, comp.pending, pinned, comp.readings, comp.frames)
 
 
 def summary_json(reports: list[BatchReport] | VerifyResult) -> bytes:
