@@ -9,7 +9,9 @@ from collections.abc import Iterator
 import pytest
 
 from ledger.fabric.backend import FabricLedger, wait_ready
+from ledger.fabric.collect import trust_from_network
 from ledger.fabric.network import FabricNetwork, Ports
+from ledger.trust import FabricTrust
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +37,10 @@ def fabric_ledger(fabric_session_ledger: FabricLedger, fabric_network: FabricNet
         if not fabric_network.status()["processes"][f"peer-{org}"]:
             fabric_network.start_peer(org)
     return fabric_session_ledger
+
+
+@pytest.fixture(scope="session")
+def fabric_trust(fabric_network: FabricNetwork) -> FabricTrust:
+    """What a verifier pins for the session's network: its channel, chaincode, endorsing orgs and the
+    root CAs of its peer and orderer organisations (from the network's cryptogen material)."""
+    return trust_from_network(fabric_network.dir)

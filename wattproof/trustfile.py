@@ -34,8 +34,7 @@ def trust_from_operator(dsn: str, ledger: str, ledger_dir: Path | None) -> Trust
             raise FileNotFoundError(f"no operator key at {key_file}: nothing has been anchored on this local ledger")
         operator_keys.append(public_key_b64(read_private_key(key_file)))
     else:
-        from ledger.fabric.evidence import trust_from_network  # type: ignore[import-not-found, unused-ignore]
-
+        from ledger.fabric.collect import trust_from_network
         from wattproof.commands.fabric_cmd import network_dir
 
         fabric = trust_from_network(network_dir(ledger_dir))
