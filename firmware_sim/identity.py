@@ -3,7 +3,9 @@
 Owns: generating a device key pair, writing the private key (PKCS#8 PEM, mode 0600) and reading
 it back with clear errors, the ``DeviceRecord`` that a registry holds (public key, kind, rated
 power, location), and the file form of the registry (``registry.json``) used before a database
-exists. The database registry (ingest) stores the same record.
+exists. The database registry (ingest) stores the same record. Both refuse a public key that the
+Ed25519 acceptance rule refuses (``firmware_sim.ed25519.key_problem``: small order, a torsion
+component, not canonical), since no signature could ever verify under it.
 Must not: know about MQTT, the database or the ledger.
 """
 
@@ -17,6 +19,7 @@ import msgspec
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from firmware_sim import ed25519
 from firmware_sim.wire import b64url, b64url_decode, is_valid_id
 
 DeviceKind = Literal["main_meter", "sub_meter", "pv_inverter"]
@@ -39,6 +42,23 @@ class DeviceRecord(msgspec.Struct, frozen=True, kw_only=True):
 
     def verifying_key(self) -> Ed25519PublicKey:
         return Ed25519PublicKey.from_public_bytes(b64url_decode(self.public_key))
+
+    def key_problem(self) -> str | None:
+        """Why ``public_key`` cannot be registered, in words (the Ed25519 acceptance rule); None if it can."""
+        try:
+            raw = b64url_decode(self.public_key)
+        except ValueError:
+            return "not base64url"
+        if b64url(raw) != self.public_key:
+            return "not canonical base64url (43 characters, no padding)"
+        return ed25519.key_problem(raw)
+
+
+def require_usable_key(record: DeviceRecord) -> None:
+    """Raise ``IdentityError`` naming the device and the reason when its public key cannot be registered."""
+    problem = record.key_problem()
+    if problem is not None:
+        raise IdentityError(f"device {record.device!r}: public key {record.public_key!r} refused: {problem}")
 
 
 def generate_key() -> Ed25519PrivateKey:
@@ -113,6 +133,7 @@ class FileRegistry:
         os.replace(tmp, self.path)
 
     def add(self, record: DeviceRecord, replace: bool = False) -> None:
+        require_usable_key(record)
         records = self.load()
         if record.device in records and not replace:
             raise IdentityError(f"device {record.device!r} is already registered in {self.path}")

@@ -1,7 +1,8 @@
 """The device registry in the database: sites and devices with their public keys.
 
 Owns: registering sites and devices (idempotent upsert of the same key; a different key for an
-existing device is refused — re-keying is an explicit operation) and loading the registry.
+existing device is refused — re-keying is an explicit operation; a key the Ed25519 acceptance rule
+refuses, e.g. of small order, is refused with the reason) and loading the registry.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from firmware_sim.wire import b64url, b64url_decode
 
 
 class RegistryError(Exception):
-    """A registration that would silently change a device's identity."""
+    """A registration that would silently change a device's identity, or whose key can verify nothing."""
 
 
 def _conn(dsn_or_conn: str | psycopg.Connection[Any]) -> tuple[psycopg.Connection[Any], bool]:
@@ -41,7 +42,11 @@ def register_site(dsn_or_conn: str | psycopg.Connection[Any], site_id: str, name
 
 
 def register_device(dsn_or_conn: str | psycopg.Connection[Any], record: DeviceRecord) -> None:
-    """Add a device (and its site). Re-registering the same key is a no-op; another key is refused."""
+    """Add a device (and its site). Re-registering the same key is a no-op; another key is refused, and so
+    is a key that ``firmware_sim.ed25519.key_problem`` refuses (before anything is written)."""
+    problem = record.key_problem()
+    if problem is not None:
+        raise RegistryError(f"device {record.device!r}: public key {record.public_key!r} refused: {problem}")
     conn, own = _conn(dsn_or_conn)
     try:
         register_site(conn, record.site, lat=record.lat, lon=record.lon)

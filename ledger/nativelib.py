@@ -1,9 +1,10 @@
-"""The native helpers (``ledger/native``, Rust: ed25519-dalek batch verification, zstd, sha2) via ctypes.
+"""The native helpers (``ledger/native``, Rust: ed25519-dalek strict verification, zstd, sha2) via ctypes.
 
 Owns: finding and loading ``libwattproof_native`` (built by ``make`` into ``.cache/native``, or the file
 named by ``$WATTPROOF_NATIVE_LIB``) and its calls on numpy buffers. The two signature checks answer per
-item "proven good" or "not proven"; callers decide every "not proven" item with their reference check
-(the Python path: decode, RFC 8785, libsodium/OpenSSL), which also words the problem. The two hashing
+item "proven good" or "not proven" under the Ed25519 acceptance rule (``firmware_sim.ed25519``; each
+signature alone, so no item's verdict depends on the others); callers decide every "not proven" item
+with their reference check (decode, RFC 8785, ``firmware_sim.ed25519``), which also words the problem. The two hashing
 calls (SHA-256 of many byte ranges, RFC 6962 roots of many runs of leaf hashes) are exact and tested
 against ``hashlib`` and ``ledger.merkle``. Without the
 library, ``LIB`` is None and callers use their reference path for everything (slower, same verdicts).
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-ABI_VERSION = 2
+ABI_VERSION = 3  # 3: the acceptance rule (strict keys, R and S), one signature at a time
 _REPO = Path(__file__).resolve().parents[1]
 DEFAULT_PATH = _REPO / ".cache" / "native" / "release" / "libwattproof_native.so"
 _P = ctypes.c_void_p
@@ -81,8 +82,9 @@ def check_frames(buf: np.ndarray, raw_off: np.ndarray, raw_len: np.ndarray, sha_
 
 
 def verify_batch(msgs: list[bytes], sigs: list[bytes], keys: list[bytes]) -> np.ndarray:
-    """``(n,)`` bool: True where ``sigs[i]`` is an Ed25519 signature of ``msgs[i]`` by ``keys[i]``. An item
-    whose signature is not 64 bytes or key not 32 bytes is never proven."""
+    """``(n,)`` bool: True where ``sigs[i]`` is an Ed25519 signature of ``msgs[i]`` by ``keys[i]`` under the
+    acceptance rule (``firmware_sim.ed25519.verify`` gives the same verdict). An item whose signature is not
+    64 bytes or key not 32 bytes is never proven; each item's verdict is independent of the others."""
     if LIB is None:
         raise RuntimeError("libwattproof_native is not built (make builds it into .cache/native)")
     n = len(msgs)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build libwattproof_native (ledger/native: batch Ed25519 frame checks) into .cache/native/release.
+# Build libwattproof_native (ledger/native: Ed25519 frame checks, hashing) into .cache/native/release.
 # cargo rebuilds only when the sources changed (a no-op run takes well under a second).
 # Without cargo: a warning, and wattproof uses its pure-Python checks (same verdicts, slower), unless
 # WATTPROOF_REQUIRE_NATIVE=1 (set by `make test` and `make bench`), which makes it an error.

@@ -1,72 +1,50 @@
 //! wattproof's native frame checks, called from Python through ctypes (`ledger/nativelib.py`).
 //!
 //! Owns two jobs: deciding fast that many signed frames are authentic, with well-kept libraries
-//! (ed25519-dalek's batch verification, zstd, sha2, base64) and no cryptography of its own; and
+//! (ed25519-dalek's strict verification, zstd, sha2, base64) and no cryptography of its own; and
 //! hashing many leaves and RFC 6962 Merkle roots with sha2 (SHA-NI where the CPU has it), so that the
 //! Python side needs no per-process JIT compilation for it.
 //! It only ever says "proven good" (0) or "not proven" (1) per frame; every "not proven" frame is
-//! decided, and its problem worded, by the Python reference check (decode, RFC 8785, OpenSSL), so a
-//! disagreement can only make this faster path slower, never more lenient than the key holder.
+//! decided, and its problem worded, by the Python reference check (decode, RFC 8785, and the Ed25519
+//! reference `firmware_sim/ed25519.py`), so a disagreement can only make this faster path slower,
+//! never more lenient than the reference.
 //!
 //! What "proven good" means (docs/proofs.md, "Fast frame check"):
 //! * `wp_check_frames`: the stored frame decompresses (at most `max_raw` bytes), its SHA-256 equals
 //!   the recorded one, it holds exactly one `"sig":"…"` member whose value is 64 bytes of base64url,
 //!   and the device's Ed25519 signature covers the frame's bytes with that member removed — the
 //!   bytes the firmware signs (canonical JSON without `sig`).
-//! * `wp_verify_batch`: each `(message, signature, key)` verifies.
+//! * `wp_verify_batch`: each `(message, signature, key)` verifies under the acceptance rule
+//!   (docs/wire-format.md, "Signature"), the rule `wp_check_frames` applies to a frame's signature too.
 //!
-//! Signatures are checked in batches of up to `BATCH` with `ed25519_dalek::verify_batch`
-//! (random linear combination, coefficients derived from a transcript of the whole batch, so the
-//! same input always gives the same answer); a batch that fails is checked one signature at a time
-//! with `VerifyingKey::verify` to find the good ones.
+//! Each signature is checked alone with ed25519-dalek's `verify_strict`, its key admitted once by
+//! `ed25519::strict_key` (canonical encoding of a point of prime order): together, wattproof's
+//! acceptance rule, so a verdict never depends on the other frames of the call. (`verify_batch` was
+//! faster but lets a torsion component in R, or a non-canonical R, pass depending on the batch;
+//! keeping those out costs more than it saves: `src/ed25519.rs`.)
 //!
 //! Safety: the C entry points trust the caller for pointers and lengths (the Python side builds
 //! them from numpy arrays it owns); nothing else here is `unsafe`, and no input byte can panic.
 
+mod ed25519;
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use ed25519::strict_key;
 use ed25519_dalek::{Signature, VerifyingKey};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::slice;
 
 const OK: u8 = 0;
 const NOT_PROVEN: u8 = 1;
-const BATCH: usize = 256;
 const SIG_KEY: &[u8] = b"\"sig\":\"";
 
-/// ABI version: bump when a signature below changes (the loader refuses a stale library).
+/// ABI version: bump when a signature below or what a verdict means changes (the loader refuses a
+/// stale library). 3: the acceptance rule of docs/wire-format.md, one signature at a time.
 #[no_mangle]
 pub extern "C" fn wp_abi_version() -> u32 {
-    2
-}
-
-struct Pending<'k> {
-    pos: usize,
-    msg: Vec<u8>,
-    sig: Signature,
-    key: &'k VerifyingKey,
-}
-
-/// Check `items` (a batch), writing OK into `out[item.pos]` for each signature that verifies.
-fn settle(items: &mut Vec<Pending<'_>>, out: &mut [u8]) {
-    if items.is_empty() {
-        return;
-    }
-    let msgs: Vec<&[u8]> = items.iter().map(|p| p.msg.as_slice()).collect();
-    let sigs: Vec<Signature> = items.iter().map(|p| p.sig).collect();
-    let keys: Vec<VerifyingKey> = items.iter().map(|p| *p.key).collect();
-    if ed25519_dalek::verify_batch(&msgs, &sigs, &keys).is_ok() {
-        for p in items.iter() {
-            out[p.pos] = OK;
-        }
-    } else {
-        for p in items.iter() {
-            if p.key.verify_strict(&p.msg, &p.sig).is_ok() {
-                out[p.pos] = OK;
-            }
-        }
-    }
-    items.clear();
+    3
 }
 
 /// The frame's bytes without its one `"sig":"…"` member, and the signature; None if not exactly that shape.
@@ -106,10 +84,9 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
+/// Each 32-byte key the acceptance rule admits (`ed25519::strict_key`), None for the others.
 fn parse_keys(keys: &[u8]) -> Vec<Option<VerifyingKey>> {
-    keys.chunks_exact(32)
-        .map(|k| VerifyingKey::from_bytes(k.try_into().expect("32-byte chunk")).ok())
-        .collect()
+    keys.chunks_exact(32).map(|k| strict_key(k.try_into().expect("32-byte chunk"))).collect()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -129,7 +106,6 @@ fn check_range(
         Ok(d) => d,
         Err(_) => return, // everything stays NOT_PROVEN
     };
-    let mut pending: Vec<Pending<'_>> = Vec::with_capacity(BATCH);
     for j in 0..out.len() {
         out[j] = NOT_PROVEN;
         let i = lo + j;
@@ -144,12 +120,10 @@ fn check_range(
             continue;
         }
         let Some((msg, sig)) = split_signature(&raw) else { continue };
-        pending.push(Pending { pos: j, msg, sig, key });
-        if pending.len() == BATCH {
-            settle(&mut pending, out);
+        if ed25519::verify(&msg, &sig, key) {
+            out[j] = OK;
         }
     }
-    settle(&mut pending, out);
 }
 
 fn field(buf: &[u8], off: i64, len: i64) -> Option<&[u8]> {
@@ -233,21 +207,22 @@ pub unsafe extern "C" fn wp_verify_batch(
     let Ok(total) = usize::try_from(offs[n]) else { return -1 };
     let msgs = slice::from_raw_parts(msgs, total);
     let sigs = slice::from_raw_parts(sigs, n * 64);
-    let parsed = parse_keys(slice::from_raw_parts(keys, n * 32));
+    let keys = slice::from_raw_parts(keys, n * 32);
+    let mut distinct: HashMap<&[u8], Option<VerifyingKey>> = HashMap::new(); // keys repeat: one per device
+    for k in keys.chunks_exact(32) {
+        distinct.entry(k).or_insert_with(|| strict_key(k.try_into().expect("32-byte chunk")));
+    }
     let out = slice::from_raw_parts_mut(out, n);
-    let mut pending: Vec<Pending<'_>> = Vec::with_capacity(BATCH.min(n));
     for i in 0..n {
         out[i] = NOT_PROVEN;
-        let Some(key) = parsed[i].as_ref() else { continue };
+        let Some(key) = distinct[&keys[32 * i..32 * i + 32]].as_ref() else { continue };
         let Some(msg) = usize::try_from(offs[i]).ok().zip(usize::try_from(offs[i + 1]).ok())
             .and_then(|(a, b)| msgs.get(a..b)) else { continue };
         let sig = Signature::from_bytes(sigs[64 * i..64 * i + 64].try_into().expect("64 bytes"));
-        pending.push(Pending { pos: i, msg: msg.to_vec(), sig, key });
-        if pending.len() == BATCH {
-            settle(&mut pending, out);
+        if ed25519::verify(msg, &sig, key) {
+            out[i] = OK;
         }
     }
-    settle(&mut pending, out);
     0
 }
 
