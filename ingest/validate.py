@@ -10,26 +10,30 @@ Must not: touch the network or the database.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 from cryptography.exceptions import InvalidSignature
-from nacl.exceptions import BadSignatureError
-from nacl.signing import VerifyKey
 
+from firmware_sim import ed25519
 from firmware_sim.identity import DeviceRecord
 from firmware_sim.wire import (
     VALUE_OUT_OF_RANGE,
     Frame,
     WireError,
+    b64url,
     b64url_decode,
     canonical_bytes,
     decode_frame,
     parse_readings_topic,
+    reading_window_problem,
     verify_signature,
 )
 from ingest import reasons
+
+log = logging.getLogger("wattproof.ingest")
 
 
 @dataclass(frozen=True)
@@ -58,25 +62,30 @@ class Rejected:
 
 
 class SodiumKey:
-    """An Ed25519 public key verified by libsodium (PyNaCl): about twice as fast as OpenSSL through
-    ``cryptography`` here, and at least as strict (canonical S, small-order points refused). Same
-    interface and exception as ``cryptography``'s key, so ``verify_signature`` takes either."""
+    """A device's Ed25519 public key, checked under the acceptance rule (``firmware_sim.ed25519``: libsodium
+    through PyNaCl, about twice as fast as OpenSSL here). In place of ``cryptography``'s key:
+    ``verify_signature`` reads ``public_bytes_raw``; ``verify`` raises ``InvalidSignature``."""
 
-    __slots__ = ("_key",)
+    __slots__ = ("_raw",)
 
     def __init__(self, raw: bytes) -> None:
-        self._key = VerifyKey(raw)
+        self._raw = bytes(raw)
+
+    def public_bytes_raw(self) -> bytes:
+        return self._raw
 
     def verify(self, signature: bytes, data: bytes) -> None:
-        try:
-            self._key.verify(data, signature)
-        except (BadSignatureError, ValueError, TypeError):
-            raise InvalidSignature from None
+        if not ed25519.verify(self._raw, signature, data):
+            raise InvalidSignature
 
 
 @lru_cache(maxsize=65536)
 def _raw_key(b64: str) -> bytes:
-    return b64url_decode(b64)
+    """The registered key's bytes; empty when not base64url (the rule refuses it and says why)."""
+    try:
+        return b64url_decode(b64)
+    except ValueError:
+        return b""
 
 
 @lru_cache(maxsize=65536)
@@ -86,7 +95,8 @@ def _public_key(b64: str) -> SodiumKey:
 
 def validate(topic: str, payload: bytes, registry: dict[str, DeviceRecord], now_ms: int,
              limits: Limits = Limits()) -> Accepted | Rejected:
-    """One message, every check in order; the signature by libsodium (the reference ``validate_many`` follows)."""
+    """One message, every check in order; the signature by the Ed25519 reference (``firmware_sim.ed25519``,
+    libsodium), whose verdicts ``validate_many`` follows."""
     pre = _before_signature(topic, payload, registry)
     if isinstance(pre, Rejected):
         return pre
@@ -101,9 +111,9 @@ def validate(topic: str, payload: bytes, registry: dict[str, DeviceRecord], now_
 def validate_many(items: list[tuple[str, bytes]], registry: dict[str, DeviceRecord], now_ms: int,
                   limits: Limits = Limits()) -> list[Accepted | Rejected]:
     """``validate`` of each ``(topic, payload)``, same verdicts in the same order, with the signatures of
-    the whole list checked together by the native batch verification (ledger/native; docs/store.md,
-    "Signatures"). A signature the batch does not prove is checked alone by ``validate``'s reference,
-    which decides and words the rejection. Without the native library: ``validate`` for each."""
+    the whole list checked in one call to the native library (ledger/native, the same acceptance rule,
+    each signature alone; docs/store.md, "Signatures"). A signature it does not prove is checked by
+    ``validate``'s reference, which decides and words the rejection. Without the library: ``validate``."""
     from ledger import nativelib
 
     if nativelib.LIB is None:
@@ -119,9 +129,11 @@ def validate_many(items: list[tuple[str, bytes]], registry: dict[str, DeviceReco
         frame, rec = v
         try:
             sig = b64url_decode(frame.sig or "")
-            key = _raw_key(rec.public_key)
         except (ValueError, TypeError):
             continue  # not proven: the reference words it
+        key = _raw_key(rec.public_key)
+        if b64url(sig) != frame.sig or ed25519.key_problem(key) is not None:
+            continue  # refused by verify_signature, which words why
         todo.append(i)
         msgs.append(canonical_bytes(frame))
         sigs.append(sig)
@@ -135,6 +147,26 @@ def validate_many(items: list[tuple[str, bytes]], registry: dict[str, DeviceReco
             out.append(_after_signature(topic, payload, v[0], v[1], now_ms, limits))
         else:
             out.append(validate(topic, payload, registry, now_ms, limits))
+    return out
+
+
+def validate_batch(items: list[tuple[str, bytes]], registry: dict[str, DeviceRecord], now_ms: int,
+                   limits: Limits = Limits()) -> list[Accepted | Rejected]:
+    """``validate_many``, but no input can stop the caller (DESIGN invariant 8): should the batch path raise
+    (a bug — the decoders are fuzzed so that it does not), each message is validated alone, and one that
+    still raises is rejected with ``validator_error`` and the exception's text, so it is quarantined and
+    acknowledged like any other refused message while its neighbours are stored."""
+    try:
+        return validate_many(items, registry, now_ms, limits)
+    except Exception:  # noqa: BLE001 — isolate the message that breaks it, below
+        log.exception("batch validation raised; validating the %d messages one by one", len(items))
+    out: list[Accepted | Rejected] = []
+    for topic, payload in items:
+        try:
+            out.append(validate(topic, payload, registry, now_ms, limits))
+        except Exception as exc:  # noqa: BLE001
+            log.exception("validation raised on a message of %s", topic)
+            out.append(Rejected(topic, payload, reasons.VALIDATOR_ERROR, f"{type(exc).__name__}: {exc}"[:500]))
     return out
 
 
@@ -178,10 +210,9 @@ def _after_signature(topic: str, payload: bytes, frame: Frame, rec: DeviceRecord
         return Rejected(topic, payload, reasons.CLOCK_SKEW,
                         f"sent_ms is {(now_ms - frame.sent_ms) / 86_400_000:.1f} days old (limit "
                         f"{limits.max_age_ms / 86_400_000:g})", *ref)
-    latest = max(r.ts_ms for r in frame.readings)
-    if latest > frame.sent_ms + limits.reading_after_send_ms:
-        return Rejected(topic, payload, reasons.CLOCK_SKEW,
-                        f"a reading is {(latest - frame.sent_ms) / 1000:.0f} s after the frame's send time", *ref)
+    window = reading_window_problem(frame, after_ms=limits.reading_after_send_ms)
+    if window is not None:
+        return Rejected(topic, payload, reasons.READING_WINDOW, window, *ref)
     cap = rec.rated_power_w * limits.power_factor
     for i, r in enumerate(frame.readings):
         if abs(r.power_w) > cap:

@@ -48,12 +48,31 @@ _header_decoder = msgspec.json.Decoder(BatchHeader)
 
 
 def header_bytes(header: BatchHeader) -> bytes:
-    """RFC 8785 canonical bytes (all fields are safe ints and ASCII strings; see wire.py)."""
-    return _encoder.encode(header)
+    """RFC 8785 canonical bytes (all fields are safe ints and ASCII strings; see wire.py).
+
+    msgspec checks constraints on decode, not on construction: a header built in code with a value
+    the schema does not admit (NaN, a bool, an integer beyond 2^53−1, an id needing escapes) would be
+    written as bytes no verifier reads back, so the bytes are decoded again and must give the same
+    header, or ``HeaderNotCanonical`` is raised."""
+    try:
+        data = _encoder.encode(header)
+        back = _header_decoder.decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError, msgspec.EncodeError, OverflowError, TypeError) as exc:
+        raise HeaderNotCanonical(f"batch header cannot be encoded exactly (RFC 8785): {exc}") from None
+    if back != header:
+        raise HeaderNotCanonical("batch header does not survive its own encoding (a value of the wrong type?)")
+    return data
 
 
 def decode_header(data: bytes) -> BatchHeader:
-    return _header_decoder.decode(data)
+    """The header whose canonical bytes are exactly ``data``. Schema errors raise msgspec's
+    ``ValidationError``/``DecodeError``; any other spelling of a valid header (duplicate members,
+    key order, whitespace, escapes, ``1.0``) raises ``HeaderNotCanonical``: one reading of anchored bytes."""
+    header = _header_decoder.decode(data)
+    if _encoder.encode(header) != bytes(data):
+        raise HeaderNotCanonical("batch header bytes are not the RFC 8785 encoding of the header they decode to "
+                                 "(duplicate member, key order, whitespace, escapes or number spelling)")
+    return header
 
 
 def header_hash(header: BatchHeader) -> str:
@@ -108,6 +127,10 @@ class ChainBroken(LedgerError):
 
 class InvalidHeader(LedgerError):
     """The header is malformed."""
+
+
+class HeaderNotCanonical(InvalidHeader, ValueError):
+    """A header, or header bytes, that are not exactly one RFC 8785 encoding (see ``header_bytes``)."""
 
 
 class LedgerMismatch(LedgerError):

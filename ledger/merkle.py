@@ -10,6 +10,9 @@ as bytes (the canonical leaf encoding is ledger/canonical.py's concern). Pure: n
   ``tree_levels`` does (one pass per level, no recursion).
 - Inclusion proof PATH(m, D[n])          (RFC 6962 §2.1.1), verified per RFC 9162 §2.1.3.2.
 - Consistency proof PROOF(m, D[n])       (RFC 6962 §2.1.2), verified per RFC 9162 §2.1.4.2.
+
+Every hash handed in (a leaf hash, a root, a proof element) must be exactly 32 bytes (SHA-256,
+RFC 9162 §2.1.1): anything else raises ``ProofError`` rather than being hashed into a verdict.
 """
 
 from __future__ import annotations
@@ -22,8 +25,27 @@ NODE_PREFIX = b"\x01"
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 
 
+HASH_BYTES = 32
+
+
 class ProofError(ValueError):
     """A proof request or a proof that is malformed (index out of range, wrong length...)."""
+
+
+def _hash(name: str, value: object) -> bytes:
+    if not isinstance(value, bytes | bytearray) or len(value) != HASH_BYTES:
+        what = f"{len(value)} bytes" if isinstance(value, bytes | bytearray) else type(value).__name__
+        raise ProofError(f"{name} must be a {HASH_BYTES}-byte SHA-256 hash, not {what}")
+    return bytes(value)
+
+
+def _hashes(name: str, values: Sequence[bytes]) -> list[bytes]:
+    if isinstance(values, bytes | str):  # a string would be iterated byte by byte
+        raise ProofError(f"{name} must be a sequence of {HASH_BYTES}-byte hashes, not {type(values).__name__}")
+    out = list(values)
+    for i, v in enumerate(out):
+        _hash(f"{name}[{i}]", v)
+    return out
 
 
 def leaf_hash(leaf: bytes) -> bytes:
@@ -37,6 +59,8 @@ def node_hash(left: bytes, right: bytes) -> bytes:
 def tree_levels(leaf_hashes: Sequence[bytes]) -> list[list[bytes]]:
     """All levels, leaves first; an odd last node is carried up unchanged (== RFC 6962 MTH)."""
     levels = [list(leaf_hashes)]
+    if any(not isinstance(h, bytes | bytearray) or len(h) != HASH_BYTES for h in levels[0]):
+        _hashes("leaf_hashes", levels[0])
     sha = hashlib.sha256
     while len(levels[-1]) > 1:
         cur = levels[-1]
@@ -112,7 +136,10 @@ def consistency_proof(levels: list[list[bytes]], first: int, second: int | None 
 
 
 def verify_inclusion(leaf_hash_: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes) -> bool:
-    """RFC 9162 §2.1.3.2: recompute the root from a leaf hash and its audit path."""
+    """RFC 9162 §2.1.3.2: recompute the root from a leaf hash and its audit path.
+
+    ``ProofError`` if ``leaf_hash_``, ``root`` or a proof element is not a 32-byte hash."""
+    leaf_hash_, root, proof = _hash("leaf_hash", leaf_hash_), _hash("root", root), _hashes("proof", proof)
     if not 0 <= index < size:
         return False
     fn, sn = index, size - 1
@@ -134,7 +161,11 @@ def verify_inclusion(leaf_hash_: bytes, index: int, size: int, proof: Sequence[b
 
 
 def verify_consistency(first: int, second: int, proof: Sequence[bytes], first_root: bytes, second_root: bytes) -> bool:
-    """RFC 9162 §2.1.4.2: check that ``first_root`` (size ``first``) is a prefix of ``second_root``."""
+    """RFC 9162 §2.1.4.2: check that ``first_root`` (size ``first``) is a prefix of ``second_root``.
+
+    ``ProofError`` if ``first_root``, ``second_root`` or a proof element is not a 32-byte hash."""
+    first_root, second_root = _hash("first_root", first_root), _hash("second_root", second_root)
+    proof = _hashes("proof", proof)
     if not 0 < first <= second:
         return False
     if first == second:

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger import bulk, merkle
-from ledger.canonical import Leaf, leaf_bytes
+from ledger.canonical import CanonicalError, Leaf, leaf_bytes
 
 MAX_SAFE = 2**53 - 1
 safe = st.integers(min_value=0, max_value=MAX_SAFE) | st.sampled_from([0, 1, 9, 10, MAX_SAFE, 2**52])
@@ -62,9 +62,20 @@ def test_batched_leaf_hashes_and_root_equal_the_reference(ls: list[Leaf]) -> Non
 def test_out_of_range_store_values_are_written_as_msgspec_writes_them() -> None:
     # The store's bigint columns can hold values the wire never admits (a tampered row): the leaf
     # must still be today's bytes so that the change is detected and named, not crash.
-    leaf = Leaf(device="d", ts_ms=2**63 - 1, channel="pv", energy_wh=2**60, power_w=-(2**63), seq=0, idx=0,
-                frame_sha256="00" * 32)
-    assert bulk.leaf_list(columns([leaf])) == [leaf_bytes(leaf)]
+    # The strict writers refuse them (a canonical leaf cannot carry them); replay uses strict=False.
+    import msgspec
+
+    fields = dict(v=1, device="d", ts_ms=2**63 - 1, channel="pv", energy_wh=2**60, power_w=-(2**63), seq=0, idx=0,
+                  frame_sha256="00" * 32)
+    with pytest.raises(CanonicalError):
+        Leaf(**fields)  # type: ignore[arg-type]
+    ok = Leaf(**{**fields, "ts_ms": 1, "energy_wh": 1, "power_w": 1})  # type: ignore[arg-type]
+    c = columns([ok])
+    c = bulk.LeafColumns(**{**c.__dict__, "ts_ms": np.array([2**63 - 1]), "energy_wh": np.array([2**60]),
+                            "power_w": np.array([-(2**63)])})
+    with pytest.raises(bulk.LeafRangeError):
+        bulk.leaf_list(c)
+    assert bulk.leaf_list(c, strict=False) == [msgspec.json.Encoder(order="sorted").encode(fields)]
 
 
 def test_a_frame_hash_of_another_length_is_hexed_like_the_row_path() -> None:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import base64
+import json
+from pathlib import Path
+
 import msgspec
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from firmware_sim import wire
 from firmware_sim.identity import DeviceRecord, public_key_b64
-from firmware_sim.wire import Frame, Reading
+from firmware_sim.wire import Frame, Reading, b64url
 from ingest import reasons
 from ingest.validate import Accepted, Limits, Rejected, validate, validate_many
 
@@ -50,12 +55,51 @@ def test_each_check_rejects_with_its_reason_code() -> None:
     assert reason(TOPIC, frame(key=OTHER)) == reasons.BAD_SIGNATURE
     assert reason(TOPIC, frame(sent_ms=NOW + 3 * 3600_000)) == reasons.CLOCK_SKEW
     assert reason(TOPIC, frame(sent_ms=NOW - 30 * 86_400_000, ts_ms=NOW - 31 * 86_400_000)) == reasons.CLOCK_SKEW
-    assert reason(TOPIC, frame(ts_ms=NOW + 3600_000)) == reasons.CLOCK_SKEW
+    assert reason(TOPIC, frame(ts_ms=NOW + 3600_000)) == reasons.READING_WINDOW
+    assert reason(TOPIC, frame(ts_ms=0)) == reasons.READING_WINDOW
     assert reason(TOPIC, frame(power_w=10_000 * 101)) == wire.VALUE_OUT_OF_RANGE
 
 
 def test_backfilled_history_sent_now_is_accepted() -> None:
     assert reason(TOPIC, frame(ts_ms=NOW - 200 * 86_400_000)) == "accepted"
+
+
+def test_reading_at_ts_zero_in_a_frame_sent_now_is_quarantined_with_reason_reading_window() -> None:
+    v = validate(TOPIC, frame(ts_ms=0), REG, NOW)
+    assert isinstance(v, Rejected) and v.reason == reasons.READING_WINDOW and "days before" in v.detail
+
+
+def test_reading_after_the_window_is_quarantined_with_reason_reading_window() -> None:
+    assert reason(TOPIC, frame(ts_ms=NOW + 60_000)) == "accepted"
+    assert reason(TOPIC, frame(ts_ms=NOW + 60_001)) == reasons.READING_WINDOW
+
+
+def test_frame_with_duplicate_member_is_quarantined_with_reason_duplicate_member() -> None:
+    dup = GOOD.replace(b'"seq":5', b'"seq":6,"seq":5', 1)
+    assert reason(TOPIC, dup) == reasons.DUPLICATE_MEMBER
+
+
+def test_a_signed_frame_respelled_is_quarantined_with_reason_non_canonical() -> None:
+    assert reason(TOPIC, GOOD.replace(b'"seq":5', b'"seq":5.0', 1)) == reasons.NON_CANONICAL
+    assert reason(TOPIC, GOOD + b"\n") == reasons.NON_CANONICAL
+
+
+NEGATIVE = sorted((Path(__file__).parent / "vectors" / "wire" / "negative").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", NEGATIVE, ids=lambda p: p.stem)
+def test_negative_wire_vector_is_quarantined_with_its_reason(path: Path) -> None:
+    doc = json.loads(path.read_text())
+    payload = base64.b64decode(doc["payload_b64"]) if "payload_b64" in doc else doc["payload"].encode("utf-8")
+    key = b64url(bytes.fromhex(doc["public_key_hex"]))
+    reg = {"s01-main": DeviceRecord(site="s01", device="s01-main", kind="main_meter", public_key=key,
+                                    rated_power_w=10_000)}
+    topic = wire.readings_topic("s01", "s01-main")
+    v = validate(topic, payload, reg, doc["received_ms"])
+    assert isinstance(v, Rejected) and v.reason == doc["reason"], v
+    assert doc["reason"] in reasons.ALL
+    (many,) = validate_many([(topic, payload)], reg, doc["received_ms"])
+    assert isinstance(many, Rejected) and many.reason == doc["reason"]
 
 
 def test_limits_are_configurable() -> None:
@@ -149,3 +193,26 @@ def test_the_libsodium_verifier_agrees_with_cryptography_on_good_and_bad_signatu
 
     for name, (sg, m) in cases.items():
         assert ok(SodiumKey(raw), sg, m) == ok(key.public_key(), sg, m) == (name == "valid"), name
+
+
+def test_a_message_that_makes_validation_raise_is_rejected_alone_and_its_neighbours_pass(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """No input stops ingest (DESIGN invariant 8): should validation itself raise (a bug), the batch is
+    validated message by message and only the message that raises is refused, with `validator_error`."""
+    import ingest.validate as v
+
+    poison = b'{"poison":true}'
+    real_validate = v.validate
+
+    def exploding(topic, payload, *a, **k):  # type: ignore[no-untyped-def]
+        if payload == poison:
+            raise RuntimeError("boom")
+        return real_validate(topic, payload, *a, **k)
+
+    def batch_raises(*a, **k):  # type: ignore[no-untyped-def]
+        raise RuntimeError("batch boom")
+
+    monkeypatch.setattr(v, "validate", exploding)
+    monkeypatch.setattr(v, "validate_many", batch_raises)
+    out = v.validate_batch([(TOPIC, frame()), (TOPIC, poison), (TOPIC, frame(power_w=7))], REG, NOW)
+    assert [type(x).__name__ for x in out] == ["Accepted", "Rejected", "Accepted"]
+    assert out[1].reason == reasons.VALIDATOR_ERROR and "boom" in out[1].detail  # type: ignore[union-attr]

@@ -123,3 +123,79 @@ def test_a_proof_for_a_reading_in_a_million_leaf_batch_is_under_1_kb() -> None:
     # ceil(log2(1e6)) = 20 hashes × 32 bytes = 640 bytes of audit path
     n = 1_000_000
     assert (n - 1).bit_length() * 32 <= 1024
+
+
+# --- hash sizes are enforced in every proof check (issue 12, invariant 6) ------------------------
+
+GOOD_PROOF = merkle.inclusion_proof(levels_of(LEAVES[:5]), 2, 5)
+GOOD_CONS = merkle.consistency_proof(levels_of(LEAVES[:7]), 3, 7)
+BAD_HASHES = [b"", b"\x00" * 31, b"\x00" * 33, "ab" * 16, None]
+BAD_IDS = ["empty", "31-bytes", "33-bytes", "hex-string", "none"]
+
+
+@pytest.mark.parametrize("bad", BAD_HASHES, ids=BAD_IDS)
+def test_verify_inclusion_refuses_a_leaf_hash_that_is_not_32_bytes(bad: object) -> None:
+    with pytest.raises(merkle.ProofError):
+        merkle.verify_inclusion(bad, 2, 5, GOOD_PROOF, ROOTS[5])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", BAD_HASHES, ids=BAD_IDS)
+def test_verify_inclusion_refuses_a_root_that_is_not_32_bytes(bad: object) -> None:
+    with pytest.raises(merkle.ProofError):
+        merkle.verify_inclusion(merkle.leaf_hash(LEAVES[2]), 2, 5, GOOD_PROOF, bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", BAD_HASHES, ids=BAD_IDS)
+def test_verify_inclusion_refuses_a_proof_element_that_is_not_32_bytes(bad: object) -> None:
+    for k in range(len(GOOD_PROOF)):
+        proof = list(GOOD_PROOF)
+        proof[k] = bad  # type: ignore[call-overload]
+        with pytest.raises(merkle.ProofError):
+            merkle.verify_inclusion(merkle.leaf_hash(LEAVES[2]), 2, 5, proof, ROOTS[5])
+
+
+def test_verify_inclusion_refuses_a_proof_given_as_one_byte_string() -> None:
+    with pytest.raises(merkle.ProofError):
+        merkle.verify_inclusion(merkle.leaf_hash(LEAVES[2]), 2, 5, b"".join(GOOD_PROOF), ROOTS[5])  # type: ignore[arg-type]
+
+
+def test_zero_byte_hashes_no_longer_verify_a_single_leaf_tree() -> None:
+    # the review's case: an empty leaf hash equal to an empty root, no path
+    with pytest.raises(merkle.ProofError):
+        merkle.verify_inclusion(b"", 0, 1, [], b"")
+    assert merkle.verify_inclusion(merkle.leaf_hash(LEAVES[0]), 0, 1, [], ROOTS[1])
+
+
+@pytest.mark.parametrize("bad", BAD_HASHES, ids=BAD_IDS)
+def test_verify_consistency_refuses_a_first_root_that_is_not_32_bytes(bad: object) -> None:
+    with pytest.raises(merkle.ProofError):
+        merkle.verify_consistency(3, 7, GOOD_CONS, bad, ROOTS[7])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", BAD_HASHES, ids=BAD_IDS)
+def test_verify_consistency_refuses_a_second_root_that_is_not_32_bytes(bad: object) -> None:
+    with pytest.raises(merkle.ProofError):
+        merkle.verify_consistency(3, 7, GOOD_CONS, ROOTS[3], bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", BAD_HASHES, ids=BAD_IDS)
+def test_verify_consistency_refuses_a_proof_element_that_is_not_32_bytes(bad: object) -> None:
+    assert merkle.verify_consistency(3, 7, GOOD_CONS, ROOTS[3], ROOTS[7])
+    for k in range(len(GOOD_CONS)):
+        proof = list(GOOD_CONS)
+        proof[k] = bad  # type: ignore[call-overload]
+        with pytest.raises(merkle.ProofError):
+            merkle.verify_consistency(3, 7, proof, ROOTS[3], ROOTS[7])
+
+
+def test_equal_sizes_with_short_roots_are_refused_not_compared() -> None:
+    with pytest.raises(merkle.ProofError):
+        merkle.verify_consistency(4, 4, [], b"", b"")
+
+
+@pytest.mark.parametrize("bad", BAD_HASHES, ids=BAD_IDS)
+def test_a_tree_head_is_not_computed_over_a_leaf_hash_that_is_not_32_bytes(bad: object) -> None:
+    hashes = [merkle.leaf_hash(x) for x in LEAVES[:4]]
+    hashes[1] = bad  # type: ignore[call-overload]
+    with pytest.raises(merkle.ProofError):
+        merkle.root_from_leaf_hashes(hashes)

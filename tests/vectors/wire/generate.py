@@ -4,7 +4,8 @@
 
 Each vector file holds a frame, the RFC 8785 canonical bytes that are signed, the Ed25519 key pair
 (a TEST key: its 32-byte seed is published here on purpose) and the signature, so that another
-implementation can check that it canonicalises, signs and verifies the same way.
+implementation can check that it canonicalises, signs and verifies the same way. Every frame lies
+in the reading window (docs/wire-format.md). Negative vectors: ``generate_negative.py``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ CASES = [
         Reading(ts_ms=1780272960000, channel="export", energy_wh=935023, power_w=0)])),
     ("pv-large-values", Frame(v=1, site="plant.7", device="inv-A_01", seq=9007199254740991,
                               sent_ms=9007199254740991, readings=[
-        Reading(ts_ms=0, channel="pv", energy_wh=9007199254740991, power_w=-9007199254740991)])),
+        Reading(ts_ms=9007199254740991 - 86_400_000, channel="pv", energy_wh=9007199254740991,
+                power_w=-9007199254740991)])),  # the oldest reading the window admits (24 h span)
 ]
 
 
