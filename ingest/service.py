@@ -1,13 +1,18 @@
 """The ingest service: MQTT 5 subscriber → validate → batched idempotent write → ack.
 
 Owns: the service lifecycle (``start()``, ``wait_idle()``, ``stop()``; SIGTERM in the CLI), the
-paho-mqtt client (QoS 1, persistent session, shared subscription, **manual acks**), the batching
-writer thread, reconnect to PostgreSQL with backoff (tenacity), and Prometheus metrics.
+paho-mqtt client (QoS 1, persistent session, shared subscription, **manual acks**, retained messages only
+for a new subscription), the batching writer thread, reconnect to PostgreSQL with backoff (tenacity),
+the validator's view of the device registry (re-read within ``registry_refresh_s`` of a change), and
+Prometheus metrics.
 
 Delivery contract (DESIGN invariant 1): a message is acknowledged (PUBACK) only after the
 transaction holding its rows — or its quarantine row — has committed. If the process dies before
 that, the broker redelivers it to the same persistent session (or, with a shared subscription,
 to another worker) and the writer's (device_id, seq) idempotency makes the redelivery a no-op.
+No single message stops the service (DESIGN invariant 8): a message the database refuses is
+quarantined ``store_failed`` after bounded attempts and acknowledged (``writer.BatchWrite``); only a
+lost database connection is waited out (backoff, nothing acked, exit after ``db_retry_s``).
 The paho callback only enqueues. The work is a pipeline: the validator thread collects a batch,
 validates and prepares it (CPU), and hands it to the writer threads (``writers``, each with its own
 connection), which write and commit batches concurrently (mostly waiting for PostgreSQL, which then
@@ -30,14 +35,17 @@ import psycopg
 import zstandard
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_server
 from prometheus_client import Counter as PCounter
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from firmware_sim.publisher import parse_broker_url
-from ingest.registry import load_devices
-from ingest.validate import Accepted, Limits, Rejected, split_verdicts, validate_many
-from ingest.writer import BatchResult, Prepared, StoreWriter, prepare
+from firmware_sim.publisher import parse_broker_url, refusal
+from ingest import reasons
+from ingest.quarantine import QuarantineGate, QuarantineLimits
+from ingest.registry_view import RegistryView
+from ingest.validate import Limits, split_verdicts, validate_batch
+from ingest.writer import BatchResult, BatchWrite, Prepared, StoreWriter, prepare
 
 log = logging.getLogger("wattproof.ingest")
 
@@ -57,6 +65,10 @@ class Metrics:
         self.accepted = PCounter("wattproof_ingest_frames_accepted", "Frames stored", registry=r)
         self.duplicates = PCounter("wattproof_ingest_frames_duplicate", "Redelivered frames (no-op)", registry=r)
         self.quarantined = PCounter("wattproof_ingest_frames_quarantined", "Frames quarantined", ["reason"], registry=r)
+        self.dropped = PCounter("wattproof_ingest_quarantine_dropped", "Refused messages only counted "
+                                "(quarantine row budget spent)", ["reason"], registry=r)
+        self.store_refusals = PCounter("wattproof_ingest_store_refusals", "Batch parts the database refused "
+                                       "(split and retried; store_failed after bounded attempts)", registry=r)
         self.readings = PCounter("wattproof_ingest_readings_written", "Readings stored", registry=r)
         self.commit_seconds = Histogram("wattproof_ingest_batch_commit_seconds", "Batch write+commit latency",
                                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=r)
@@ -65,8 +77,8 @@ class Metrics:
                                  "Receive time minus send time of the last committed frame", registry=r)
 
 
-# a batch between the validator and the writers: (number, messages, verdicts, prepared rows, receive time ms)
-Ready = tuple[int, list[mqtt.MQTTMessage], list[Accepted | Rejected], Prepared, int]
+# a batch between the validator and the writers: (number, messages, prepared rows, receive time ms)
+Ready = tuple[int, list[mqtt.MQTTMessage], Prepared, int]
 
 
 @dataclass
@@ -86,6 +98,9 @@ class IngestConfig:
     metrics_port: int | None = None
     db_retry_s: float = 300.0  # give up (and exit non-zero, unacked) after this long without the DB
     writers: int = 2  # writer threads, each with its own connection: batches commit concurrently, ack in order
+    registry_refresh_s: float = 2.0  # check the device registry for changes this often (and on unknown devices)
+    store_attempts: int = 3  # a message the database refuses this often alone is quarantined store_failed
+    quarantine: QuarantineLimits = field(default_factory=QuarantineLimits)
 
 
 class IngestService:
@@ -101,6 +116,8 @@ class IngestService:
         # validated and prepared batches waiting for the writer: (messages, verdicts, prepared, receive time)
         self._ready: queue.Queue[Ready | None] = queue.Queue(maxsize=2)
         self._zstd = zstandard.ZstdCompressor(level=3)  # the validator's (not thread-safe)
+        self._gate = QuarantineGate(cfg.quarantine)  # the validator's
+        self._registry = RegistryView(cfg.dsn, cfg.registry_refresh_s)  # the validator's
         self._inflight = 0  # batches taken off the queue and not yet acknowledged
         self._next_ack = 0  # number of the batch whose turn it is to be acknowledged
         self._ack_turn = threading.Condition()
@@ -126,20 +143,27 @@ class IngestService:
             start_http_server(self.cfg.metrics_port, registry=self.metrics.registry)
         for slot in self._slots:
             self._connect_db(slot)
+        self._registry.refresh(force=True, strict=True)
         self._validator.start()
         for t in self._threads:
             t.start()
-        host, port = parse_broker_url(self.cfg.broker_url)
+        self._broker = addr = parse_broker_url(self.cfg.broker_url)
+        addr.apply(self._client)  # username/password when the URL carries them
         if self._client.protocol == mqtt.MQTTv5:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = 7 * 86_400
-            self._client.connect_async(host, port, 30, clean_start=False, properties=props)
+            self._client.connect_async(addr.host, addr.port, 30, clean_start=False, properties=props)
         else:
-            self._client.connect_async(host, port, 30)
+            self._client.connect_async(addr.host, addr.port, 30)
         self._client.loop_start()
-        if not self._connected.wait(timeout_s):
-            self.stop()
-            raise IngestError(f"no connection to the broker at {host}:{port} after {timeout_s:.0f}s")
+        deadline = time.monotonic() + timeout_s
+        while not self._connected.wait(0.05):
+            if self._error is not None or time.monotonic() > deadline:  # refused (no retry) or unreachable
+                err = self._error
+                self.stop()
+                raise err if isinstance(err, IngestError) else IngestError(
+                    f"no connection to the broker at {addr} after {timeout_s:.0f}s")
+        self._started = True  # from now on a refusal is logged (before, start() raises it)
         return self
 
     def stop(self) -> None:
@@ -157,6 +181,7 @@ class IngestService:
                 slot.conn.close()
             except Exception:  # noqa: BLE001 - closing a broken connection on the way out
                 pass
+        self._registry.close()
 
     def wait_idle(self, idle_s: float = 1.0, timeout_s: float = 600.0) -> None:
         """Block until no message arrived and nothing is queued for ``idle_s`` (or raise)."""
@@ -179,16 +204,29 @@ class IngestService:
     # --- paho callbacks: enqueue only ------------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties=None) -> None:  # type: ignore[no-untyped-def]
         if reason_code.is_failure:
-            log.error("broker refused the connection: %s", reason_code)
+            why = refusal(reason_code)
+            if why is None:
+                log.error("broker refused the connection: %s", reason_code)
+                return
+            self._error = IngestError(f"broker {self._broker} refused {self.cfg.client_id}: {why}")
+            if getattr(self, "_started", False):
+                log.error("%s", self._error)
+            client.disconnect()  # credentials or ACL: retrying cannot help
             return
         topic = f"$share/{SHARE_GROUP}/{SUBSCRIPTION}" if self.cfg.shared else SUBSCRIPTION
-        client.subscribe(topic, qos=1)
+        if client.protocol == mqtt.MQTTv5:
+            # Retained messages only when the subscription is new: resuming the persistent session (every
+            # reconnect and restart) does not bring a retained message back (docs/store.md).
+            client.subscribe(topic, options=SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB))
+        else:
+            client.subscribe(topic, qos=1)  # MQTT 3.1.1 resends retained messages: the quarantine counts repeats
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties=None) -> None:  # type: ignore[no-untyped-def]
         if all(not rc.is_failure for rc in reason_codes):
             self._connected.set()  # subscribed: from now on the broker keeps our messages
         else:
-            log.error("subscription refused: %s", reason_codes)
+            self._error = IngestError(f"broker {self._broker} refused the subscription of {self.cfg.client_id}: "
+                                      f"{', '.join(str(rc) for rc in reason_codes)}")
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties=None) -> None:  # type: ignore[no-untyped-def]
         self._connected.clear()
@@ -205,7 +243,6 @@ class IngestService:
                                 reraise=True):
             with attempt:
                 conn = psycopg.connect(self.cfg.dsn, autocommit=True)
-                self._registry = load_devices(conn)
                 slot.conn, slot.writer = conn, StoreWriter(conn)
                 return
         raise AssertionError("unreachable")
@@ -214,16 +251,20 @@ class IngestService:
         number = 0
         try:
             while not (self._stop.is_set() and self._q.empty()) and self._error is None:
+                self._registry.refresh()  # every registry_refresh_s: deactivations take effect within seconds
                 batch = self._collect()
                 if not batch:
                     continue
                 with self._lock:
                     self._inflight += 1
                 now_ms = int(time.time() * 1000)
-                verdicts = validate_many([(m.topic, m.payload) for m in batch],  # type: ignore[misc]
-                                         self._registry, now_ms, self.cfg.limits)
-                prepared = prepare(*split_verdicts(verdicts), self._zstd)
-                self._hand_over((number, batch, verdicts, prepared, now_ms))
+                items = [(m.topic, m.payload) for m in batch]
+                verdicts = validate_batch(items, self._registry.devices, now_ms, self.cfg.limits)  # type: ignore[arg-type]
+                if any(getattr(v, "reason", None) == reasons.UNKNOWN_DEVICE for v in verdicts) \
+                        and self._registry.refresh(force=True):  # provisioned since we loaded it?
+                    verdicts = validate_batch(items, self._registry.devices, now_ms, self.cfg.limits)  # type: ignore[arg-type]
+                prepared = prepare(*split_verdicts(verdicts), self._zstd, self._gate, now_ms)
+                self._hand_over((number, batch, prepared, now_ms))
                 number += 1
         except BaseException as exc:  # surfaced by wait_idle / the CLI; nothing is acked
             log.exception("validator stopped")
@@ -271,21 +312,22 @@ class IngestService:
         return batch
 
     def _write_with_retry(self, slot: _WriterSlot, number: int, batch: list[mqtt.MQTTMessage],
-                          verdicts: list[Accepted | Rejected], prepared: Prepared, now_ms: int) -> None:
+                          prepared: Prepared, now_ms: int) -> None:
         m = self.metrics
-        for attempt in Retrying(retry=retry_if_exception_type((psycopg.OperationalError, psycopg.InterfaceError)),
+        job = BatchWrite(prepared, self.cfg.store_attempts)  # resumable: a reconnect goes on where it stopped
+        # What escapes the job is a lost connection (or a store refusing even quarantine rows): wait it out.
+        for attempt in Retrying(retry=retry_if_exception_type(psycopg.Error),
                                 wait=wait_exponential(multiplier=0.2, max=5), stop=stop_after_delay(self.cfg.db_retry_s),
                                 reraise=True,
                                 before_sleep=lambda rs: self._reconnect_db(slot)):
             with attempt:
                 t0 = time.perf_counter()
-                if any(isinstance(v, Rejected) and v.reason == "unknown_device" for v in verdicts):
-                    self._registry = load_devices(slot.conn)  # provisioned since we loaded it?
-                    verdicts = validate_many([(msg.topic, msg.payload) for msg in batch],  # type: ignore[misc]
-                                             self._registry, now_ms, self.cfg.limits)
-                    prepared = slot.writer.prepare(*split_verdicts(verdicts))
-                result = slot.writer.write_prepared(prepared)
+                result = job.run(slot.writer)
                 m.commit_seconds.observe(time.perf_counter() - t0)
+        if job.refused:
+            m.store_refusals.inc(job.refused)
+            log.warning("the store refused %d parts of a batch of %d messages; quarantined store_failed: %d",
+                        job.refused, len(batch), result.quarantined.get(reasons.STORE_FAILED, 0))
         # Committed: now, and only now — and after every earlier batch — acknowledge.
         with self._ack_turn:
             while self._next_ack != number:
@@ -302,6 +344,8 @@ class IngestService:
         m.readings.inc(result.readings_written)
         for reason, n in result.quarantined.items():
             m.quarantined.labels(reason).inc(n)
+        for reason, n in result.dropped.items():
+            m.dropped.labels(reason).inc(n)
         m.queue_depth.set(self._q.qsize())
         if prepared.frames:
             m.lag_seconds.set(max(0.0, (now_ms - prepared.frames[-1][0].frame.sent_ms) / 1000))

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import psycopg
 import pytest
 
 from firmware_sim.fleet import FleetPublisher
+from firmware_sim.publisher import parse_broker_url
 from firmware_sim.sim import SimRun
+from ingest.pipeline import counts
 from ingest.registry import register_device
 from wattproof.embedded import Broker
 
@@ -53,12 +57,13 @@ def expected_rows(run: SimRun) -> tuple[int, dict[str, int]]:
 
 
 def stored(dsn: str) -> tuple[int, int, dict[str, int]]:
-    """(readings, distinct reading keys, quarantine by reason)."""
+    """(readings, distinct reading keys, refused messages by reason: quarantine rows with their repeats, and
+    the messages only counted in quarantine_dropped)."""
     with psycopg.connect(dsn) as conn:
         n, distinct = conn.execute(
             "SELECT count(*), count(DISTINCT (device_id, seq, idx)) FROM readings").fetchone()  # type: ignore[misc]
-        q = dict(conn.execute("SELECT reason, count(*) FROM quarantine GROUP BY reason").fetchall())
-    return int(n), int(distinct), {str(k): int(v) for k, v in q.items()}
+        q = counts(conn)["quarantine"]
+    return int(n), int(distinct), q
 
 
 def wait_for_rows(dsn: str, n: int, timeout_s: float = 120) -> None:
@@ -70,3 +75,38 @@ def wait_for_rows(dsn: str, n: int, timeout_s: float = 120) -> None:
             return
         time.sleep(0.2)
     raise AssertionError(f"{got} readings stored after {timeout_s:.0f}s, expected {n}")
+
+
+def publish_raw(broker_url: str, items: Sequence[tuple[str, bytes] | tuple[str, bytes, bool]],
+                timeout_s: float = 120) -> None:
+    """Publish arbitrary ``(topic, payload[, retain])`` messages (QoS 1, MQTT 5) as an anonymous client of
+    its own — what an attacker or a test of junk does — and wait for every PUBACK."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv5)
+    addr = parse_broker_url(broker_url)
+    addr.apply(client)
+    client.max_inflight_messages_set(500)
+    connected = threading.Event()
+    client.on_connect = lambda c, u, f, rc, p=None: connected.set() if not rc.is_failure else None
+    client.connect(addr.host, addr.port)
+    client.loop_start()
+    try:
+        assert connected.wait(10), f"no connection to {addr}"
+        infos = [client.publish(item[0], item[1], qos=1, retain=bool(item[2]) if len(item) > 2 else False)
+                 for item in items]
+        deadline = time.monotonic() + timeout_s
+        for info in infos:
+            info.wait_for_publish(max(0.1, deadline - time.monotonic()))
+            assert info.is_published(), "the broker did not acknowledge every message in time"
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout_s: float = 30) -> object:
+    """Poll ``condition`` until it returns something true (returned), or fail naming ``what``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if got := condition():
+            return got
+        time.sleep(0.05)
+    raise AssertionError(f"not within {timeout_s:.0f}s: {what}")

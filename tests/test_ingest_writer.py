@@ -8,6 +8,7 @@ import threading
 import time
 
 import psycopg
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from firmware_sim import wire
@@ -16,7 +17,7 @@ from firmware_sim.wire import Frame, Reading
 from ingest import reasons
 from ingest.registry import load_devices, register_device
 from ingest.validate import Accepted, validate
-from ingest.writer import StoreWriter
+from ingest.writer import BatchWrite, StoreWriter
 
 KEY = Ed25519PrivateKey.from_private_bytes(b"\x05" * 32)
 NOW = int(time.time() * 1000)
@@ -74,3 +75,20 @@ def test_a_replay_racing_the_original_in_another_writer_is_quarantined_and_a_red
     finally:
         first.close()
         second.close()
+
+
+def test_a_lost_connection_is_raised_not_quarantined_and_the_batch_goes_on_after_reconnecting(store_db: str) -> None:
+    register_device(store_db, DeviceRecord(site="w1", device="w1-main", kind="main_meter",
+                                           public_key=public_key_b64(KEY), rated_power_w=10_000))
+    conn = psycopg.connect(store_db, autocommit=True)
+    writer = StoreWriter(conn)
+    job = BatchWrite(writer.prepare([accepted(store_db, 1000)], []))
+    with psycopg.connect(store_db, autocommit=True) as admin:  # the server drops the writer's connection
+        admin.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+    with pytest.raises(psycopg.OperationalError):
+        job.run(writer)
+    assert conn.broken or conn.closed
+    with psycopg.connect(store_db, autocommit=True) as again:
+        result = job.run(StoreWriter(again))  # the service's reconnect: the same job goes on
+        assert result.frames_accepted == 1 and not result.quarantined
+        assert again.execute("SELECT count(*) FROM quarantine").fetchone() == (0,)

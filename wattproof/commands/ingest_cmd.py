@@ -9,6 +9,7 @@ import threading
 
 import typer
 
+from ingest.quarantine import QuarantineLimits
 from ingest.service import IngestConfig, IngestService
 from ingest.validate import Limits
 
@@ -34,6 +35,16 @@ def register(app: typer.Typer) -> None:
                                     "(several workers split the load; see docs/store.md for the broker caveat)."),
         writers: int = typer.Option(2, "--writers", min=1, max=16, help="Database connections writing batches "
                                     "concurrently (acknowledged in order)."),
+        registry_refresh_s: float = typer.Option(2.0, "--registry-refresh-s", min=0.1, help="Check the device "
+                                                 "registry for changes (deactivations…) this often."),
+        store_attempts: int = typer.Option(3, "--store-attempts", min=1, help="A message the database refuses this "
+                                           "often alone is quarantined store_failed (and acknowledged)."),
+        quarantine_max_payload: int = typer.Option(4096, "--quarantine-max-payload", min=64, help="Keep at most this "
+                                                   "many bytes of an unauthenticated refused payload (+ its SHA-256)."),
+        quarantine_topic_rows: int = typer.Option(60, "--quarantine-topic-rows", min=1, help="New quarantine rows per "
+                                                  "topic and minute; beyond, refused messages are only counted."),
+        quarantine_rows: int = typer.Option(1000, "--quarantine-rows", min=1, help="New quarantine rows per minute "
+                                            "over all topics; beyond, refused messages are only counted."),
         metrics_port: int | None = typer.Option(None, "--metrics-port", help="Serve Prometheus metrics on this port."),
         json_logs: bool = typer.Option(False, "--json-logs", help="Log JSON lines."),
     ) -> None:
@@ -43,9 +54,12 @@ def register(app: typer.Typer) -> None:
             handler.setFormatter(_JsonFormatter())
         logging.basicConfig(level=logging.INFO, handlers=[handler])
         limits = Limits(future_skew_ms=max_future_skew_s * 1000, max_age_ms=int(max_age_days * 86_400_000))
+        quarantine = QuarantineLimits(max_payload_bytes=quarantine_max_payload, rows_per_topic_minute=quarantine_topic_rows,
+                                      rows_per_minute=quarantine_rows)
         svc = IngestService(IngestConfig(broker_url=broker, dsn=db, client_id=client_id, batch_frames=batch_frames,
                                          batch_ms=batch_ms, limits=limits, metrics_port=metrics_port,
-                                         shared=shared, writers=writers)).start()
+                                         shared=shared, writers=writers, registry_refresh_s=registry_refresh_s,
+                                         store_attempts=store_attempts, quarantine=quarantine)).start()
         done = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: done.set())
         signal.signal(signal.SIGINT, lambda *_: done.set())
