@@ -1,10 +1,17 @@
 """MQTT publishing for a device: paho-mqtt 2.x, MQTT 5, QoS 1, persistent session, offline spool.
 
-Owns: one device's connection (client id = device id), its retained status topic and last will,
+Owns: one device's connection (client id = device id; credentials from the broker URL
+``mqtt://user:password@host:port``), its retained status topic and last will,
 and moving frames from the spool to the broker. Lifecycle: ``start()`` (connect in the
 background; paho reconnects with exponential backoff by itself), ``publish(items)`` (spool first,
 then hand to MQTT as the in-flight window allows), ``flush(timeout)`` (wait for every PUBACK),
 ``close()``.
+
+Sequence numbers: ``publish(items, seq=...)`` persists the seq with the spooled rows, fsync'ed in
+blocks, before the frames are handed to paho, so a killed device never reuses one (``Spool``).
+Refusals: a CONNACK refusing the credentials ("Not authorized", "Bad user name or password") or a
+PUBACK refusing a publish (MQTT 5 ACL) is not retried: ``BrokerRefused`` names the broker and the
+reason from ``wait_connected``/``publish``/``flush``.
 
 Delivery contract: a frame leaves the spool only when the broker has acknowledged it (PUBACK).
 While disconnected, frames accumulate in the spool; paho re-sends what was in flight after a
@@ -15,10 +22,12 @@ Must not: build or sign frames.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Sequence
-from urllib.parse import urlparse
+from dataclasses import dataclass, field
+from urllib.parse import quote, unquote, urlparse
 
 import msgspec
 import paho.mqtt.client as mqtt
@@ -33,17 +42,63 @@ class PublishError(RuntimeError):
     """The broker could not be reached or did not acknowledge in time."""
 
 
-def parse_broker_url(url: str) -> tuple[str, int]:
+class BrokerRefused(PublishError):
+    """The broker refused the connection (CONNACK) or a publish (PUBACK): credentials or ACL."""
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    """Where a broker is and, optionally, the credentials to present (``mqtt://user:password@host:port``)."""
+
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    def __str__(self) -> str:  # for messages: never the password
+        user = f"{quote(self.username, safe='')}@" if self.username is not None else ""
+        return f"mqtt://{user}{self.host}:{self.port}"
+
+    def apply(self, client: mqtt.Client) -> None:
+        """Present the credentials (if any) when ``client`` connects."""
+        if self.username is not None:
+            client.username_pw_set(self.username, self.password)
+
+
+def parse_broker_url(url: str) -> BrokerAddress:
+    """``mqtt://[user[:password]@]host[:port]`` (user and password percent-decoded; port 1883)."""
     u = urlparse(url if "://" in url else f"mqtt://{url}")
-    if u.scheme not in ("mqtt", "tcp") or not u.hostname:
-        raise PublishError(f"broker URL {url!r} must look like mqtt://host:port")
-    return u.hostname, u.port or 1883
+    try:
+        port = u.port or 1883
+    except ValueError:
+        port = 0
+    if u.scheme not in ("mqtt", "tcp") or not u.hostname or not port or u.path not in ("", "/") or u.query:
+        raise PublishError(f"broker URL {_redact(url)!r} must look like mqtt://host:port or mqtt://user:password@host:port")
+    user = unquote(u.username) if u.username is not None else None
+    password = unquote(u.password) if u.password is not None else None
+    return BrokerAddress(u.hostname, port, user, password)
+
+
+def _redact(url: str) -> str:
+    return re.sub(r"^([^:/@]*://[^:/@]*):[^@]*@", r"\1:***@", url)
+
+
+# CONNACK reasons that retrying cannot fix (MQTT 5 reason codes; paho maps 3.1.1 return codes 1, 2, 4,
+# 5 to 0x84, 0x85, 0x86, 0x87): unsupported protocol, client id not valid, bad user name or password,
+# not authorized, banned, bad authentication method.
+REFUSALS = {0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C}
+
+
+def refusal(reason_code: object) -> str | None:
+    """The reason (e.g. "Not authorized") if a failed CONNACK means "do not retry", else None."""
+    return str(reason_code) if getattr(reason_code, "value", None) in REFUSALS else None
 
 
 class Publisher:
     def __init__(self, broker_url: str, client_id: str, spool: Spool, *, status_topic: str | None = None,
                  protocol: int = 5, window: int = 500, keepalive_s: int = 30) -> None:
-        self.host, self.port = parse_broker_url(broker_url)
+        self.address = parse_broker_url(broker_url)
+        self.host, self.port = self.address.host, self.address.port
         self.client_id = client_id
         self.spool = spool
         self.status_topic = status_topic
@@ -55,12 +110,14 @@ class Publisher:
         self._pump_lock = threading.Lock()
         self._last_handed = 0
         self._connected = False
+        self._refused: str | None = None  # set when the broker refuses us: no retry, every call raises
         self.acked_total = 0
         proto = mqtt.MQTTv5 if protocol == 5 else mqtt.MQTTv311
         kwargs = {} if proto == mqtt.MQTTv5 else {"clean_session": False}
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto, **kwargs)
         self._proto = proto
         self._keepalive = keepalive_s
+        self.address.apply(self._client)
         self._client.max_inflight_messages_set(window)
         self._client.max_queued_messages_set(0)
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
@@ -88,8 +145,13 @@ class Publisher:
 
     def wait_connected(self, timeout_s: float = 10.0) -> None:
         with self._cv:
-            if not self._cv.wait_for(lambda: self._connected, timeout_s):
-                raise PublishError(f"{self.client_id}: no connection to {self.host}:{self.port} after {timeout_s:.0f}s")
+            if not self._cv.wait_for(lambda: self._connected or self._refused is not None, timeout_s):
+                raise PublishError(f"{self.client_id}: no connection to {self.address} after {timeout_s:.0f}s")
+        self._raise_if_refused()
+
+    def _raise_if_refused(self) -> None:
+        if self._refused is not None:
+            raise BrokerRefused(self._refused)
 
     def close(self, timeout_s: float = 10.0) -> None:
         try:
@@ -108,16 +170,23 @@ class Publisher:
         self.close()
 
     # --- publishing ------------------------------------------------------------------------
-    def publish(self, items: Sequence[tuple[str, bytes]]) -> None:
-        """Spool ``items`` (durably), then hand as many as the window allows to MQTT."""
+    def publish(self, items: Sequence[tuple[str, bytes]], seq: int | None = None, last_ts_ms: int | None = None) -> None:
+        """Spool ``items`` (durably), then hand as many as the window allows to MQTT.
+
+        ``seq``: the highest sequence number among ``items``. It is persisted (a block reserved and
+        fsync'ed when needed, see ``Spool``) in the commit that spools them, so before any of them
+        leaves the process: a device killed at any instant never reuses a seq (DESIGN: invariant 8).
+        ``last_ts_ms``: their latest reading time (where a restarted simulator continues)."""
+        self._raise_if_refused()
         if items:
-            self.spool.put_many(items)
+            self.spool.put_many(items, seq=seq, last_ts_ms=last_ts_ms)
         self._pump()
 
     def flush(self, timeout_s: float = 60.0) -> None:
         """Block until everything spooled is acknowledged by the broker."""
         deadline = time.monotonic() + timeout_s
         while True:
+            self._raise_if_refused()
             self._pump()
             with self._cv:
                 idle = not self._inflight
@@ -174,6 +243,12 @@ class Publisher:
     # --- paho callbacks (network thread): record and wake, little else ----------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties=None) -> None:  # type: ignore[no-untyped-def]
         if reason_code.is_failure:
+            why = refusal(reason_code)
+            if why is not None:  # retrying cannot help: stop, and let the caller say why
+                with self._cv:
+                    self._refused = f"broker {self.address} refused {self.client_id}: {why}"
+                    self._cv.notify_all()
+                client.disconnect()
             return
         with self._cv:
             self._connected = True
@@ -190,6 +265,10 @@ class Publisher:
     def _on_publish(self, client, userdata, mid, reason_code, properties=None) -> None:  # type: ignore[no-untyped-def]
         with self._cv:
             sid = self._inflight.pop(mid, None)
+            if reason_code.is_failure:  # MQTT 5 PUBACK "Not authorized" etc.: the frame stays spooled
+                self._refused = f"broker {self.address} refused a publish of {self.client_id}: {reason_code}"
+                self._cv.notify_all()
+                return
             if sid is None:
                 self._early.add(mid)
             else:

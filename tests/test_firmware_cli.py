@@ -100,3 +100,50 @@ def test_simulate_in_real_time_paces_frames_and_writes_truth_and_weather(mosquit
     assert weather[0] == "site,timestamp,temperature_c" and len(weather) >= 3
     sites = json.loads((tmp_path / "out" / "sites.json").read_text())
     assert sites[0]["site"] == "s01"
+
+
+def test_simulate_run_again_continues_after_the_last_run_without_a_gap_or_a_repeat(mosquitto: Broker,
+                                                                                 tmp_path: Path) -> None:
+    from firmware_sim.spool import Spool
+    from firmware_sim.wire import decode_frame
+
+    frames: list[tuple[str, int, int, int]] = []  # (device, seq, first and last reading ms)
+    lock = threading.Lock()
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+
+    def on_message(client, userdata, msg) -> None:  # type: ignore[no-untyped-def]
+        f = decode_frame(msg.payload)
+        with lock:
+            frames.append((f.device, f.seq, f.readings[0].ts_ms, f.readings[-1].ts_ms))
+
+    sub.on_message = on_message
+    sub.connect("127.0.0.1", mosquitto.port)
+    sub.subscribe("wattproof/v1/+/+/readings", qos=1)
+    sub.loop_start()
+    try:
+        args = ("simulate", "--broker", mosquitto.url, "--sites", "1", "--days", "0.25", "--out", str(tmp_path / "out"))
+        first = cli(tmp_path, *args)
+        assert first.returncode == 0, first.stderr
+        deadline = time.monotonic() + 10
+        while len(frames) < 4 * 24 and time.monotonic() < deadline:  # 6 h of 15-minute frames, 4 devices
+            time.sleep(0.05)
+        with lock:
+            before = list(frames)
+        assert len(before) == 96
+        for device in {f[0] for f in before}:  # a clean stop leaves no gap: next_seq = last used + 1
+            last = max(f[1] for f in before if f[0] == device)
+            assert Spool(tmp_path / "spool" / f"{device}.sqlite").get_int("next_seq", 1) == last + 1
+        second = cli(tmp_path, *args)  # the same window again, seconds later
+        assert second.returncode == 0, second.stderr
+        assert "continued after an earlier run" in second.stdout
+    finally:
+        sub.loop_stop()
+    with lock:
+        after = frames[len(before):]
+    # What the second run sent (only the minutes that passed since the first, often nothing) carries
+    # the next seqs and readings after the last one sent: nothing is sent twice.
+    for device in {f[0] for f in after}:
+        old = [f for f in before if f[0] == device]
+        new = sorted(f for f in after if f[0] == device)
+        assert [f[1] for f in new] == list(range(max(f[1] for f in old) + 1, max(f[1] for f in old) + 1 + len(new)))
+        assert new[0][2] > max(f[3] for f in old)

