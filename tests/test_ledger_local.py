@@ -168,28 +168,35 @@ def test_a_batch_missing_from_the_ledger_is_reported(sealed, tmp_path: Path) -> 
     assert {r.status for r in reports} == {"missing_on_ledger"} and len(reports) == len(made)
 
 
-def test_proof_bundle_verifies_offline_and_one_altered_byte_fails(sealed) -> None:  # type: ignore[no-untyped-def]
+def test_proof_bundle_verifies_offline_against_pinned_keys_and_one_altered_byte_fails(sealed) -> None:  # type: ignore[no-untyped-def]
     import base64
     import copy
     from datetime import UTC, datetime
 
     from firmware_sim.identity import public_key_b64
-    from ledger.proofs import export_bundle, verify_bundle
+    from firmware_sim.wire import b64url
+    from ledger.proofs import NOT_VERIFIED, export_bundle, verify_bundle
+    from ledger.trust import FORMAT, Trust
 
     dsn, led, made = sealed
     device = made[0].leaf_keys[0][0]
     t1 = datetime.fromtimestamp(START / 1000, UTC)
     t2 = datetime.fromtimestamp((START + 3 * 3600_000) / 1000, UTC)
-    bundle = export_bundle(dsn, led, device, t1, t2, operator_public_key=public_key_b64(led.pub))
+    bundle = export_bundle(dsn, led, device, t1, t2)
+    assert bundle["format"] == "wattproof-proof-bundle/2"
     assert len(bundle["batches"]) == 3 and all(b["readings"] for b in bundle["batches"])
-    assert verify_bundle(bundle) == []
+    with psycopg.connect(dsn) as conn:
+        devices = {d: [b64url(bytes(k))] for d, k in conn.execute("SELECT device_id, public_key FROM devices")}
+    trust = Trust(format=FORMAT, operator_keys=[public_key_b64(led.pub)], devices=devices)
+    assert verify_bundle(bundle, trust) == []
+    assert verify_bundle(bundle, None) == [NOT_VERIFIED]
     path = bundle["batches"][1]["readings"][5]["audit_path"]
     assert len(path) * 32 <= 1024
 
     def flipped(mutate) -> list[str]:  # type: ignore[no-untyped-def]
         b = copy.deepcopy(bundle)
         mutate(b)
-        return verify_bundle(b)
+        return verify_bundle(b, trust)
 
     def flip_leaf(b) -> None:  # type: ignore[no-untyped-def]
         raw = bytearray(base64.b64decode(b["batches"][0]["readings"][2]["leaf_b64"]))
