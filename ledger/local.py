@@ -38,6 +38,7 @@ from ledger.backend import (
     header_bytes,
     header_hash,
 )
+from ledger.canonical import loads_strict
 
 GENESIS_RECORD = "0" * 64
 
@@ -94,7 +95,7 @@ class LocalLedger:
             raise LedgerMismatch(f"{self.path}: last record is incomplete (file truncated?)")
         for lineno, line in enumerate(data.splitlines(), 1):
             try:
-                rec = json.loads(line)
+                rec = loads_strict(line)
                 header = decode_header(rec["header"].encode())
                 hh = header_hash(header)
                 ok = (rec["position"] == len(self._records) and rec["header_hash"] == hh

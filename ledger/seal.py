@@ -78,10 +78,23 @@ def load_leaves(conn: psycopg.Connection[Any], site: str, start: datetime, end: 
     params: tuple[Any, ...] = (site, start, end) if batch_id is None else (site, start, end, batch_id)
     out = []
     for dev, ts_ms, ch, e, p, seq, idx, fsha in conn.execute(LEAF_QUERY.format(filter=flt), params):
-        leaf = Leaf(device=dev, ts_ms=ts_ms, channel=ch, energy_wh=e, power_w=p, seq=seq, idx=idx,
-                    frame_sha256=bytes(fsha).hex())
-        out.append(((dev, seq, idx), merkle.leaf_hash(leaf_bytes(leaf))))
+        out.append(((dev, seq, idx), _leaf_hash_or_sentinel(dev, ts_ms, ch, e, p, seq, idx, bytes(fsha))))
     return out
+
+
+#: The "hash" of a stored row that no canonical leaf can encode (a value outside the leaf's domain, e.g. an
+#: integer beyond ±(2^53−1) written into the store): it equals no real leaf hash, so the row is named as
+#: changed/inserted instead of stopping the replay, and sealing refuses it (no signed frame holds it).
+UNENCODABLE = b"\xff" * 32
+
+
+def _leaf_hash_or_sentinel(dev: str, ts_ms: int, ch: str, e: int, p: int, seq: int, idx: int, fsha: bytes) -> bytes:
+    try:
+        leaf = Leaf(device=dev, ts_ms=ts_ms, channel=ch, energy_wh=e, power_w=p, seq=seq, idx=idx,
+                    frame_sha256=fsha.hex())
+        return merkle.leaf_hash(leaf_bytes(leaf))
+    except ValueError:  # CanonicalError: not representable as a canonical leaf
+        return UNENCODABLE
 
 
 #: The window's readings as one binary COPY row of arrays (no per-reading client work): device rank
@@ -156,7 +169,7 @@ def load_window_bulk(conn: psycopg.Connection[Any], site: str, start: datetime, 
     c = bulk.LeafColumns(devices=bulk.StringTable.of_json(devs), channels=bulk.StringTable.of_json(_CHANNELS),
                          frames=table, device=dno.astype(np.int32), channel=ch.astype(np.int32),
                          frame=np.arange(n, dtype=np.int32), ts_ms=ts_ms, energy_wh=e, power_w=p, seq=seq, idx=idx)
-    hashes = bulk.leaf_hashes(c)
+    hashes = bulk.leaf_hashes(c, strict=False)  # out-of-range rows are refused by the frame check, not raised here
     keys = list(zip([devs[i] for i in dno.tolist()], seq.tolist(), idx.tolist(), strict=True))
     values = list(zip(ts_ms.tolist(), [_CHANNELS[i] for i in ch.tolist()], e.tolist(), p.tolist(), strict=True))
     return keys, hashes, values
@@ -232,10 +245,8 @@ def _load_window_rows(conn: psycopg.Connection[Any], site: str, start: datetime,
     keys, hashes, values = [], [], []
     for dev, ts_ms, ch, e, p, seq, idx, fsha in conn.execute(LEAF_QUERY.format(filter="r.batch_id IS NULL"),
                                                              (site, start, end)):
-        leaf = Leaf(device=dev, ts_ms=ts_ms, channel=ch, energy_wh=e, power_w=p, seq=seq, idx=idx,
-                    frame_sha256=bytes(fsha).hex())
         keys.append((dev, seq, idx))
-        hashes.append(merkle.leaf_hash(leaf_bytes(leaf)))
+        hashes.append(_leaf_hash_or_sentinel(dev, ts_ms, ch, e, p, seq, idx, bytes(fsha)))
         values.append((ts_ms, ch, e, p))
     return keys, hashes, values
 

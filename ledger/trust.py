@@ -80,7 +80,26 @@ def parse_trust(data: bytes, where: str = "trust file") -> Trust:
         raise TrustError(f"{where}: not a {FORMAT} document ({exc})") from None
     if trust.format != FORMAT:
         raise TrustError(f"{where}: format is {trust.format!r}, expected {FORMAT!r}")
+    for what, key in [("operator key", k) for k in trust.operator_keys] + \
+            [(f"key of device {d!r}", k) for d, ks in trust.devices.items() for k in ks]:
+        why = _key_problem(key)
+        if why is not None:
+            raise TrustError(f"{where}: {what} {key!r} cannot be pinned: {why}")
     return trust
+
+
+def _key_problem(key_b64: str) -> str | None:
+    """Why a base64url Ed25519 public key cannot be trusted (wattproof's one rule: firmware_sim.ed25519)."""
+    from firmware_sim import ed25519
+    from firmware_sim.wire import b64url, b64url_decode
+
+    try:
+        raw = b64url_decode(key_b64)
+    except ValueError:
+        return "not base64url"
+    if b64url(raw) != key_b64:
+        return "not canonical base64url"
+    return ed25519.key_problem(raw)
 
 
 def load_trust(path: Path) -> Trust:

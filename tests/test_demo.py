@@ -16,6 +16,6 @@ def test_demo_stores_what_the_truth_says_anchors_verifies_and_names_a_tampered_r
     out = res.stdout
     assert "broker: mosquitto" in out
     assert "matches the ground truth" in out
-    assert "batches intact" in out and "tamper check" in out
+    assert "verify against the pinned trust: verified" in out and "batches intact" in out and "tamper check" in out
     # the embedded cluster is kept for the next run
     assert (tmp_path / "home" / "pg" / "PG_VERSION").exists()

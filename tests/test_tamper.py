@@ -92,7 +92,10 @@ def fabric_template(pg_server: Any, tmp_path_factory: pytest.TempPathFactory) ->
     try:
         wait_ready(ledger)
         dsn, run = _make_template(pg_server, "tamper_fabric", ledger)
-        trust = Trust(format=FORMAT, devices={d.device: [d.record.public_key] for d in run.devices})
+        from ledger.fabric.collect import trust_from_network
+
+        trust = Trust(format=FORMAT, devices={d.device: [d.record.public_key] for d in run.devices},
+                      fabric=trust_from_network(net.dir))
         yield dsn, ledger, trust
     finally:
         ledger.close()
@@ -274,6 +277,24 @@ def test_everything_resealed_onto_a_fresh_ledger_with_a_new_operator_key_is_refu
         check(dsn, ledger_dir, trust)
 
 
+def test_fabric_receipts_under_roots_not_pinned_are_named(request: pytest.FixtureRequest, fabric_template: Any,
+                                                          pg_server: Any, tmp_path: Path) -> None:
+    import msgspec
+
+    _, ledger, trust = fabric_template
+    dsn = _copy(pg_server, "tamper_fabric", tmp_path)
+    try:
+        assert check(dsn, ledger, trust).verdict == "verified"
+        orgs = dict(trust.fabric.orgs)
+        orgs["Org1MSP"], orgs["Org2MSP"] = orgs["Org2MSP"], orgs["Org1MSP"]  # each org's roots under the other's name
+        wrong = msgspec.structs.replace(trust, fabric=msgspec.structs.replace(trust.fabric, orgs=orgs))
+        res = check(dsn, ledger, wrong)
+        named = {p.ref for p in res.store_problems if p.kind == complete.FABRIC_RECEIPT_INVALID}
+        assert not res.intact and len(named) == 6
+    finally:
+        _drop(pg_server, dsn.rsplit("/", 1)[1])
+
+
 def test_read_only_open_never_creates_a_ledger_or_key(tmp_path: Path) -> None:
     with pytest.raises(LedgerMismatch):
         LocalLedger.open(tmp_path / "none", create=False)
@@ -336,3 +357,46 @@ def test_verify_is_intact_iff_no_sealed_evidence_was_touched(template: Any, pg_s
 def test_window_bounds_are_utc(template: Any) -> None:
     # the fixture's windows are hourly UTC from START: a sanity check that the cases above use sealed hours
     assert datetime.fromtimestamp(START / 1000, UTC).hour == 0
+
+
+def test_cli_trust_export_then_verify_exit_codes(local_store: Any, tmp_path: Path) -> None:
+    """Through the real CLI: 0 verified with the trust pinned, 3 without it, 1 with a reading changed."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from wattproof.cli import app
+
+    dsn, ledger_dir, _ = local_store
+    runner = CliRunner()
+    trust_file = tmp_path / "trust.json"
+    r = runner.invoke(app, ["trust", "export", "--db", dsn, "--ledger-dir", str(ledger_dir), "--out", str(trust_file)])
+    assert r.exit_code == 0, r.output
+    assert len(json.loads(trust_file.read_text())["devices"]) == 4
+    base = ["verify", "--db", dsn, "--ledger-dir", str(ledger_dir)]
+    r = runner.invoke(app, [*base, "--trust", str(trust_file)])
+    assert r.exit_code == 0 and "verdict: verified" in r.output, r.output
+    r = runner.invoke(app, base)
+    assert r.exit_code == 3 and "self-consistent only" in r.output, r.output
+    dev, seq, idx, _, _ = one_sealed_reading(dsn)
+    sql(dsn, "UPDATE readings SET power_w = power_w + 7 WHERE device_id = %s AND seq = %s AND idx = %s", (dev, seq, idx))
+    r = runner.invoke(app, [*base, "--trust", str(trust_file), "--json"])
+    assert r.exit_code == 1, r.output
+    doc = json.loads(r.output)
+    assert doc["verdict"] == "tampered"
+    assert [dev, seq, idx] in [p["ref"] for p in doc["store_problems"] if p["kind"] == complete.READING_DIFFERS]
+    (ledger_dir / "operator.key").unlink()
+    r = runner.invoke(app, ["trust", "export", "--db", dsn, "--ledger-dir", str(ledger_dir), "--out", str(tmp_path / "t2.json")])
+    assert r.exit_code != 0 and not (ledger_dir / "operator.key").exists()  # a read-only command never makes a key
+
+
+def test_a_trust_file_pinning_a_small_order_key_or_with_duplicate_members_is_refused() -> None:
+    from ledger.trust import TrustError, parse_trust
+
+    small_order = "AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"  # the identity point: any signature "verifies"
+    with pytest.raises(TrustError, match="cannot be pinned"):
+        parse_trust(b'{"format": "wattproof-trust/1", "operator_keys": ["%s"]}' % small_order.encode())
+    with pytest.raises(TrustError, match="duplicate member"):
+        parse_trust(b'{"format": "wattproof-trust/1", "operator_keys": [], "operator_keys": []}')
+    with pytest.raises(TrustError, match="not a wattproof-trust/1"):
+        parse_trust(b'{"format": "wattproof-trust/1", "operators": []}')

@@ -18,6 +18,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from rich.console import Console
@@ -36,9 +37,11 @@ from ingest.schema import upgrade
 from ingest.service import IngestConfig, IngestService
 from ledger.backend import LedgerBackend
 from ledger.local import LocalLedger
-from ledger.proofs import export_bundle, verify_bundle
+from ledger.proofs import ProofBundleError, export_bundle, verify_bundle
 from ledger.seal import seal_windows
-from ledger.verify import verify as verify_store
+from ledger.trust import FORMAT as TRUST_FORMAT
+from ledger.trust import Trust
+from ledger.verify import verify_all
 from wattproof import config
 from wattproof.embedded import Broker, Postgres
 
@@ -55,6 +58,7 @@ class DemoResult:
 
     tamper_named: bool = False
     audit_f1_min: float = 0.0
+    verified: bool = False  # verify against the pinned trust, before the demo's own tampering
 
     @property
     def matches_truth(self) -> bool:
@@ -77,12 +81,14 @@ def run_demo(scenario_path: Path, ledger: str = "local", broker_kind: str | None
     con.rule("[bold]wattproof demo")
     con.print(f"data directory: {home}")
 
-    broker = Broker(home / "broker").start(prefer=broker_kind)
+    broker = Broker(home / "broker", auth=True).start(prefer=broker_kind)  # loopback, no anonymous clients
     pg = Postgres(home / "pg").start()
     stack = ExitStack()
     try:
         con.print(f"[green]✓[/] broker: {broker.kind} on {broker.url}"
-                  + (" (MQTT 3.1.1: Mosquitto not installed)" if broker.kind == "amqtt" else ""))
+                  + (" (MQTT 3.1.1: Mosquitto not installed)" if broker.kind == "amqtt" else "")
+                  + f"; anonymous clients refused, users ingest (subscribe) and devices (publish), "
+                    f"passwords in {broker.workdir / 'credentials.json'}")
         dsn = _recreate_db(pg, DEMO_DB)
         applied = upgrade(dsn)
         con.print(f"[green]✓[/] PostgreSQL {pg.bindir}: database {DEMO_DB} on port {pg.port}, "
@@ -100,8 +106,9 @@ def run_demo(scenario_path: Path, ledger: str = "local", broker_kind: str | None
                   f"(truth: {run_dir / 'truth.jsonl'})")
 
         protocol = 5 if broker.kind == "mosquitto" else 4  # 4 = MQTT 3.1.1 (amqtt speaks nothing newer)
-        svc = IngestService(IngestConfig(broker.url, dsn, client_id="wattproof-demo-ingest", protocol=protocol)).start()
-        fleet = FleetPublisher(broker.url, run_dir / "spool", run.devices, protocol=protocol)
+        svc = IngestService(IngestConfig(broker.url_for("ingest"), dsn, client_id="wattproof-demo-ingest",
+                                         protocol=protocol)).start()
+        fleet = FleetPublisher(broker.url_for("devices"), run_dir / "spool", run.devices, protocol=protocol)
         t0 = time.perf_counter()
         try:
             fleet.start()
@@ -153,37 +160,61 @@ def run_demo(scenario_path: Path, ledger: str = "local", broker_kind: str | None
         con.print(f"[green]✓[/] sealed {sealed_n:,} readings into {len(made)} hourly batches (RFC 6962 roots, "
                   f"hash-chained per site) anchored on {where} "
                   f"in {time.perf_counter() - t1:.1f} s")
-        reports = verify_store(dsn, backend)
-        intact = sum(r.status == "intact" for r in reports)
-        con.print(f"[green]✓[/] verify: {intact} of {len(reports)} batches intact "
-                  "(store replayed against the ledger, device signatures re-checked)")
+        trust = _demo_trust(backend, run.devices, run_dir)
+        res = verify_all(dsn, backend, trust)
+        intact = sum(r.status == "intact" for r in res.reports)
+        mark = "[green]✓[/]" if res.intact and res.pinned else "[red]✗[/]"
+        con.print(f"{mark} verify against the pinned trust: {res.verdict} — {intact} of {len(res.reports)} batches "
+                  f"intact, {res.readings:,} stored readings equal to their {res.frames:,} signed frames, "
+                  f"{len(res.store_problems)} store problems, {len(res.pending)} late readings awaiting amendment")
+        result.verified = res.intact and res.pinned
         sample = made[len(made) // 2].leaf_keys[0] if made else None
         if sample:
             with psycopg.connect(dsn, autocommit=True) as conn:
                 conn.execute("UPDATE readings SET energy_wh = energy_wh + 1 WHERE (device_id, seq, idx) = (%s, %s, %s)",
                              sample)
-            named = [(r.batch_id, r.changed) for r in verify_store(dsn, backend) if r.status != "intact"]
+            after = verify_all(dsn, backend, trust)
+            named = [(r.batch_id, r.changed) for r in after.reports if r.status != "intact"]
+            differs = [p.ref for p in after.store_problems]
             con.print(f"[green]✓[/] tamper check: after `UPDATE readings SET energy_wh = energy_wh + 1` on one "
-                      f"reading, verify names {named}")
-            result.tamper_named = named == [(made[len(made) // 2].header.batch_id, [sample])]
+                      f"reading, verify says {after.verdict} and names {named}; against the signed frame: {differs}")
+            result.tamper_named = named == [(made[len(made) // 2].header.batch_id, [sample])] and differs == [sample]
         if made:
             b = made[-1]
             device = b.leaf_keys[0][0]
             t1 = datetime.fromtimestamp(b.header.window_start_ms / 1000, UTC)
             t2 = datetime.fromtimestamp(b.header.window_end_ms / 1000, UTC)
-            bundle = export_bundle(dsn, backend, device, t1, t2, operator_public_key=public_key_b64(backend.pub) if isinstance(backend, LocalLedger) else None)
             path = run_dir / "proof-bundle.json"
-            path.write_text(json.dumps(bundle, indent=1))
-            problems = verify_bundle(json.loads(path.read_text()))
+            try:
+                bundle = export_bundle(dsn, backend, device, t1, t2)
+            except ProofBundleError as exc:
+                con.print(f"[red]✗[/] proof bundle: {exc}")
+                result.tamper_named = False
+                return result
+            path.write_text(json.dumps(bundle, indent=1) + "\n")
+            problems = verify_bundle(path.read_bytes(), trust)
             n = sum(len(x["readings"]) for x in bundle["batches"])
-            con.print(f"[green]✓[/] proof bundle {path}: {n} readings of {device}; offline verify-proof: "
-                      + ("OK" if not problems else f"[red]{problems[:3]}"))
+            con.print(f"[green]✓[/] proof bundle {path}: {n} readings of {device}; offline verify-proof against the "
+                      "pinned trust: " + ("OK" if not problems else f"[red]{problems[:3]}"))
             result.tamper_named = result.tamper_named and not problems
         return result
     finally:
         stack.close()
         pg.stop()
         broker.stop()
+
+
+def _demo_trust(backend: LedgerBackend, devices: list[Any], run_dir: Path) -> Trust:
+    """What the demo's auditor pins: the keys and roots it knows first-hand (it made them): the local
+    ledger's operator key or the demo Fabric network's organisation roots, and the devices' keys."""
+    operator = [public_key_b64(backend.pub)] if isinstance(backend, LocalLedger) else []
+    fabric = None
+    if backend.name == "fabric":
+        from ledger.fabric.collect import trust_from_network
+
+        fabric = trust_from_network(run_dir / "fabric")
+    return Trust(format=TRUST_FORMAT, operator_keys=operator, fabric=fabric,
+                 devices={d.record.device: [d.record.public_key] for d in devices})
 
 
 def _open_ledger(kind: str, run_dir: Path, con: Console, stack: ExitStack) -> tuple[LedgerBackend, str]:

@@ -22,5 +22,5 @@ def register(app: typer.Typer) -> None:
         if ledger not in ("local", "fabric"):
             raise typer.BadParameter("--ledger must be 'local' or 'fabric'")
         result = run_demo(scenario, ledger=ledger, broker_kind=broker_kind)
-        if not (result.matches_truth and result.tamper_named and result.audit_f1_min >= 0.95):
+        if not (result.matches_truth and result.verified and result.tamper_named and result.audit_f1_min >= 0.95):
             raise typer.Exit(1)

@@ -132,7 +132,8 @@ def register(app: typer.Typer) -> None:
 
     proof = typer.Typer(no_args_is_help=True, help="Export self-contained proof bundles.")
 
-    @proof.command("export", help="Write a proof bundle for a device's readings in a period.")
+    @proof.command("export", help="Write a proof bundle (wattproof-proof-bundle/2) of a device's sealed readings in a "
+                   "period. Read-only: creates no key and no ledger, and writes nothing but the bundle.")
     def export(
         device: str = typer.Option(..., "--device"),
         since: datetime = typer.Option(..., "--from", help="Start (UTC)."),
@@ -144,32 +145,83 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         import json
 
-        from firmware_sim.identity import public_key_b64
         from ledger.proofs import export_bundle
 
-        backend = open_backend(ledger, ledger_dir)
-        bundle = export_bundle(db, backend, device, since.replace(tzinfo=UTC), until.replace(tzinfo=UTC),
-                               operator_public_key=public_key_b64(backend.pub))
-        out.write_text(json.dumps(bundle, indent=1))
+        backend = open_backend(ledger, ledger_dir, readonly=True)
+        try:
+            bundle = export_bundle(db, backend, device, since.replace(tzinfo=UTC), until.replace(tzinfo=UTC))
+        finally:
+            backend.close()
+        out.write_text(json.dumps(bundle, indent=1) + "\n")
         n = sum(len(b["readings"]) for b in bundle["batches"])
         typer.echo(f"wrote {out}: {n} readings in {len(bundle['batches'])} batches, {len(bundle['frames'])} signed frames")
 
     app.add_typer(proof, name="proof")
 
-    @app.command("verify-proof", help="Check a proof bundle offline (no database).")
-    def verify_proof(bundle: Path = typer.Argument(..., help="Bundle written by `wattproof proof export`.")) -> None:
-        import json
+    @app.command("verify-proof", help="Check a proof bundle offline (no database) against the keys YOU pin: "
+                 "--trust FILE and/or --operator-key / --device-key. Exit status: 0 verified; 1 problems found "
+                 "(each named); 3 self-consistent only, not verified (no trust pinned).")
+    def verify_proof(
+        bundle: Path = typer.Argument(..., help="Bundle written by `wattproof proof export`."),
+        trust_file: Path | None = typer.Option(None, "--trust", help="Trust file (wattproof-trust/1): the operator, "
+                                               "device and Fabric keys you pin."),
+        operator_keys: list[str] | None = typer.Option(None, "--operator-key", help="Pin an operator public key "
+                                                       "(base64url); repeatable; adds to --trust."),
+        device_keys: list[str] | None = typer.Option(None, "--device-key", help="Pin a device public key as "
+                                                     "DEVICE=BASE64URL; repeatable; adds to --trust."),
+    ) -> None:
+        from ledger.proofs import check_bundle
 
-        from ledger.proofs import verify_bundle
+        trust = pinned_trust(trust_file, operator_keys or [], device_keys or [])
+        check = check_bundle(bundle.read_bytes(), trust)
+        for p in check.problems[:50]:
+            typer.echo(f"FAIL {p}")
+        if len(check.problems) > 50:
+            typer.echo(f"FAIL … and {len(check.problems) - 50} more problems")
+        if check.problems:
+            typer.echo(f"NOT VERIFIED: {len(check.problems)} problems in {bundle}"
+                       + ("" if check.pinned else " (and no trust pinned)"), err=True)
+            raise typer.Exit(EXIT_PROBLEMS)
+        if not check.pinned:
+            typer.echo(f"SELF-CONSISTENT ONLY, NOT VERIFIED: {check.readings} readings of {check.device} hang together, "
+                       "but no trust is pinned, so anyone could have made this bundle with keys of their own. "
+                       "Pass --trust FILE (or --operator-key and --device-key) with keys you obtained out of band.")
+            raise typer.Exit(EXIT_NOT_VERIFIED)
+        typer.echo(f"OK: {check.readings} readings of {check.device} in {check.batches} batches verified against the "
+                   "pinned trust: each is included in its anchored batch and equals a frame the device signed")
 
+
+#: ``verify-proof`` exit status (docs/proofs.md "Proof bundle"): 2 is typer's usage error.
+EXIT_VERIFIED, EXIT_PROBLEMS, EXIT_NOT_VERIFIED = 0, 1, 3
+
+
+def pinned_trust(trust_file: Path | None, operator_keys: list[str], device_keys: list[str]):  # type: ignore[no-untyped-def]
+    """The verifier's trust: the file's, plus the keys given as flags; None when nothing is pinned."""
+    import msgspec
+
+    from firmware_sim import ed25519
+    from firmware_sim.wire import b64url, b64url_decode
+    from ledger.trust import FORMAT, Trust, load_trust
+
+    if trust_file is None and not operator_keys and not device_keys:
+        return None
+    trust = load_trust(trust_file) if trust_file is not None else Trust(format=FORMAT)
+
+    def key(text: str, flag: str) -> str:
         try:
-            doc = json.loads(bundle.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{bundle}: not JSON ({exc})") from None
-        problems = verify_bundle(doc)
-        if problems:
-            for p in problems[:20]:
-                typer.echo(f"FAIL {p}", err=True)
-            raise typer.Exit(1)
-        n = sum(len(b["readings"]) for b in doc["batches"])
-        typer.echo(f"OK: {n} readings of {doc['device']} are included in their anchored batches and signed by the device")
+            raw = b64url_decode(text)
+        except ValueError:
+            raw = b""
+        if b64url(raw) != text or ed25519.key_problem(raw) is not None:
+            raise typer.BadParameter(f"{text!r} is not a base64url Ed25519 public key", param_hint=flag)
+        return text
+
+    devices = {d: list(keys) for d, keys in trust.devices.items()}
+    for item in device_keys:
+        device, sep, k = item.partition("=")
+        if not sep or not device:
+            raise typer.BadParameter(f"{item!r}: expected DEVICE=BASE64URL", param_hint="--device-key")
+        devices.setdefault(device, []).append(key(k, "--device-key"))
+    return msgspec.structs.replace(trust, operator_keys=[*trust.operator_keys,
+                                                         *(key(k, "--operator-key") for k in operator_keys)],
+                                   devices=devices)
