@@ -61,7 +61,8 @@ class BatchResult:
 
 _STAGE = """
 CREATE TEMP TABLE IF NOT EXISTS stage_frames (
-    device_id text, seq bigint, sent_ms bigint, frame_sha256 bytea, raw_zstd bytea, n_readings integer
+    device_id text, seq bigint, sent_ms bigint, frame_sha256 bytea, raw_zstd bytea, n_readings integer,
+    min_ts_ms bigint, max_ts_ms bigint
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_quarantine (
     topic text, payload bytea, reason text, detail text, device_id text, seq bigint, payload_sha256 bytea,
@@ -217,14 +218,19 @@ class StoreWriter:
             cur = self.conn.cursor()
             if p.frames:
                 with cur.copy("COPY stage_frames FROM STDIN (FORMAT BINARY)") as cp:
-                    cp.set_types(["text", "int8", "int8", "bytea", "bytea", "int4"])
+                    cp.set_types(["text", "int8", "int8", "bytea", "bytea", "int4", "int8", "int8"])
                     for a, digest, raw_z in p.frames:
                         f = a.frame
-                        cp.write_row((f.device, f.seq, f.sent_ms, digest, raw_z, len(f.readings)))
+                        ts = [r.ts_ms for r in f.readings]
+                        cp.write_row((f.device, f.seq, f.sent_ms, digest, raw_z, len(f.readings), min(ts), max(ts)))
+                # a new frame joins the sealing queue in the same transaction (docs/proofs.md, "Batch")
                 new = cur.execute(
-                    "INSERT INTO frames (device_id, seq, sent_ms, frame_sha256, raw_zstd, n_readings) "
+                    "WITH new AS (INSERT INTO frames (device_id, seq, sent_ms, frame_sha256, raw_zstd, n_readings) "
                     "SELECT device_id, seq, sent_ms, frame_sha256, raw_zstd, n_readings FROM stage_frames "
-                    "ON CONFLICT (device_id, seq) DO NOTHING RETURNING device_id, seq").fetchall()
+                    "ON CONFLICT (device_id, seq) DO NOTHING RETURNING device_id, seq) "
+                    "INSERT INTO unsealed_frames (device_id, seq, min_ts_ms, max_ts_ms) "
+                    "SELECT s.device_id, s.seq, s.min_ts_ms, s.max_ts_ms FROM stage_frames s JOIN new USING (device_id, seq) "
+                    "RETURNING device_id, seq").fetchall()
                 by_key = {(a.frame.device, a.frame.seq): a for a, _, _ in p.frames}
                 replays: list[tuple[str, int]] = []
                 if len(new) < len(p.frames):

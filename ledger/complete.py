@@ -4,9 +4,9 @@ Owns the checks that make ``verify`` complete in both directions (docs/proofs.md
 - **reading ↔ frame**: every stored reading in scope equals the reading at its ``idx`` in a valid signed
   frame (recorded SHA-256, strict wire decoding, Ed25519 by the device key the verifier pinned); no
   key ``(device, seq, idx)`` is stored twice; every reading of a valid frame is stored;
-- **reading ↔ batch**: a reading that names a batch lies in that batch's site and window and is one of
-  its sealed leaves; a reading in a sealed window that no batch holds is either signed evidence that
-  arrived late (pending, listed) or a problem;
+- **reading ↔ batch**: a batch's readings are its window's readings whose keys its anchored leaves hold
+  (the replay compares them); a reading in a sealed window that no batch holds is either signed evidence
+  that arrived late (pending, listed) or a problem (unbacked);
 - **ledger ↔ store**: every batch the ledger holds in scope is in the store (the other direction —
   every stored batch is on the ledger — is the replay's, ``ledger/replay.py``);
 - **trust**: every device key in the store is one the verifier pinned.
@@ -24,7 +24,14 @@ from typing import Any, Final
 import psycopg
 import zstandard
 
-from firmware_sim.wire import WireError, b64url, decode_frame, verify_signature
+from firmware_sim.wire import (
+    READING_AFTER_SEND_MS,
+    READING_HISTORY_MS,
+    WireError,
+    b64url,
+    decode_frame,
+    verify_signature,
+)
 from ledger.backend import LedgerBackend
 from ledger.trust import Trust
 
@@ -33,17 +40,15 @@ READING_DIFFERS: Final = "reading_differs_from_frame"
 READING_UNBACKED: Final = "reading_without_signed_frame"
 DUPLICATE_KEY: Final = "duplicate_reading_key"
 SIGNED_READING_MISSING: Final = "signed_reading_missing"
-OUTSIDE_BATCH: Final = "reading_outside_its_batch"
-UNKNOWN_BATCH: Final = "reading_names_unknown_batch"
 FRAME_INVALID: Final = "frame_invalid"
 BATCH_MISSING_IN_STORE: Final = "batch_missing_in_store"
 DEVICE_KEY_NOT_PINNED: Final = "device_key_not_pinned"
 FABRIC_RECEIPT_INVALID: Final = "fabric_receipt_invalid"
 PENDING: Final = "pending_amendment"  # not a problem: signed late readings of a sealed window, not yet amended
 
-#: readings lie within this window around their frame's sent_ms (docs/wire-format.md)
-_BEFORE_SEND_MS: Final = 24 * 3_600_000
-_AFTER_SEND_MS: Final = 60_000
+#: readings lie within this window around their frame's sent_ms (docs/wire-format.md, "Reading window")
+_BEFORE_SEND_MS: Final = READING_HISTORY_MS
+_AFTER_SEND_MS: Final = READING_AFTER_SEND_MS
 
 Key = tuple[str, int, int]
 
@@ -65,6 +70,8 @@ class Completeness:
     pending: list[Key]  # signed late readings of sealed windows awaiting their amendment batch
     readings: int  # stored readings checked
     frames: int  # frames checked
+    #: the invalid frames as (device code in sorted device-id order, seq, why), when every frame in scope was checked
+    frame_bad: list[tuple[int, int, str]] | None = None
 
 
 def _ms(dt: datetime) -> int:
@@ -99,7 +106,16 @@ def device_keys(conn: psycopg.Connection[Any], trust: Trust | None,
 
 def check(dsn: str, backend: LedgerBackend, trust: Trust | None, site: str | None = None,
           start: datetime | None = None, end: datetime | None = None) -> Completeness:
-    """Every completeness check over the scope (a site and/or a time range; everything by default)."""
+    """Every completeness check over the scope (a site and/or a time range; everything by default), on columns
+    (``ledger.complete_bulk``); ``check_rows`` is the row-by-row reference it is tested against."""
+    from ledger.complete_bulk import check_bulk
+
+    return check_bulk(dsn, backend, trust, site, start, end)
+
+
+def check_rows(dsn: str, backend: LedgerBackend, trust: Trust | None, site: str | None = None,
+               start: datetime | None = None, end: datetime | None = None) -> Completeness:
+    """Every completeness check over the scope, row by row: the reference."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     lo = _ms(start) if start else None
@@ -131,7 +147,7 @@ def check(dsn: str, backend: LedgerBackend, trust: Trust | None, site: str | Non
             # --- stored readings in scope
             r_rows = conn.execute(
                 "SELECT r.device_id, r.seq, r.idx, (extract(epoch FROM r.ts) * 1000)::bigint, r.channel, r.energy_wh, "
-                "r.power_w, r.batch_id FROM readings r JOIN devices d USING (device_id) "
+                "r.power_w FROM readings r JOIN devices d USING (device_id) "
                 "WHERE (%(site)s::text IS NULL OR d.site_id = %(site)s) "
                 "AND (%(start)s::timestamptz IS NULL OR r.ts >= %(start)s) "
                 "AND (%(end)s::timestamptz IS NULL OR r.ts < %(end)s) "
@@ -139,10 +155,9 @@ def check(dsn: str, backend: LedgerBackend, trust: Trust | None, site: str | Non
                 {"site": site, "start": start, "end": end}).fetchall()
             batches = {b: (s, _ms(w0), _ms(w1), k) for b, s, w0, w1, k in conn.execute(
                 "SELECT batch_id, site_id, window_start, window_end, kind FROM batches")}
-            leaves = _leaf_sets(conn, {b for *_, b in r_rows if b is not None})
             sealed_windows = {(s, w0): w1 for s, w0, w1, k in batches.values()}
-            stored_keys = _check_readings(r_rows, signed, bad_frames, batches, leaves, site_of, problems)
-            pending = _pending(r_rows, signed, sealed_windows, site_of)
+            stored_keys = _check_readings(r_rows, signed, bad_frames, problems)
+            pending = _pending(r_rows, signed, sealed_windows, site_of, _sealed_keys(conn, site, start, end))
             for k in sorted(signed.keys() - stored_keys):
                 problems.append(Problem(SIGNED_READING_MISSING, "reading", k,
                                         f"reading {k} of a valid signed frame is not in the store"))
@@ -174,19 +189,22 @@ def _frame_problem(raw_z: bytes, sha: bytes, dev: str, seq: int, key: Any, unz: 
     return None
 
 
-def _leaf_sets(conn: psycopg.Connection[Any], batch_ids: set[str]) -> dict[str, set[Key]]:
-    out: dict[str, set[Key]] = {}
-    for b, devs, seqs, idxs in conn.execute(
-            "SELECT batch_id, leaf_devices, leaf_seqs, leaf_idxs FROM batches WHERE batch_id = ANY(%s)", (list(batch_ids),)):
-        out[b] = set(zip(devs, seqs, idxs, strict=False))
+def _sealed_keys(conn: psycopg.Connection[Any], site: str | None, start: datetime | None,
+                 end: datetime | None) -> set[Key]:
+    """Every key the batches in scope hold (a batch's readings are its window's readings with these keys)."""
+    out: set[Key] = set()
+    for devs, seqs, idxs in conn.execute(
+            "SELECT leaf_devices, leaf_seqs, leaf_idxs FROM batches WHERE (%(site)s::text IS NULL OR site_id = %(site)s) "
+            "AND (%(start)s::timestamptz IS NULL OR window_end > %(start)s) "
+            "AND (%(end)s::timestamptz IS NULL OR window_start < %(end)s)", {"site": site, "start": start, "end": end}):
+        out.update(zip(devs, seqs, idxs, strict=False))
     return out
 
 
 def _check_readings(rows: list[tuple[Any, ...]], signed: dict[Key, tuple[int, str, int, int]],
-                    bad_frames: set[tuple[str, int]], batches: dict[str, tuple[str, int, int, str]],
-                    leaves: dict[str, set[Key]], site_of: dict[str, str], problems: list[Problem]) -> set[Key]:
+                    bad_frames: set[tuple[str, int]], problems: list[Problem]) -> set[Key]:
     seen: dict[Key, int] = defaultdict(int)
-    for dev, seq, idx, ts, ch, e, p, batch in rows:
+    for dev, seq, idx, ts, ch, e, p in rows:
         k = (dev, seq, idx)
         seen[k] += 1
         if seen[k] == 2:
@@ -198,29 +216,21 @@ def _check_readings(rows: list[tuple[Any, ...]], signed: dict[Key, tuple[int, st
         elif want != (ts, ch, e, p):
             problems.append(Problem(READING_DIFFERS, "reading", k,
                                     f"stored reading {k} is {(ts, ch, e, p)}, the device signed {want}"))
-        if batch is None:
-            continue
-        b = batches.get(batch)
-        if b is None:
-            problems.append(Problem(UNKNOWN_BATCH, "reading", k, f"reading {k} names batch {batch!r}, which the store does not hold"))
-        elif site_of.get(dev) != b[0] or not b[1] <= ts < b[2] or k not in leaves.get(batch, set()):
-            problems.append(Problem(OUTSIDE_BATCH, "reading", k,
-                                    f"reading {k} is marked as sealed in {batch} but is not one of its leaves "
-                                    f"in its site and window"))
     return set(seen)
 
 
 def _pending(rows: list[tuple[Any, ...]], signed: dict[Key, tuple[int, str, int, int]],
-             sealed_windows: dict[tuple[str, int], int], site_of: dict[str, str]) -> list[Key]:
-    """Unsealed readings equal to their signed frame's, in a window that has a batch: late arrivals."""
+             sealed_windows: dict[tuple[str, int], int], site_of: dict[str, str], sealed: set[Key]) -> list[Key]:
+    """Readings equal to their signed frame's, in a window that has a batch, that no batch holds: late
+    arrivals awaiting their amendment."""
     if not sealed_windows:
         return []
     out = []
     starts_by_site: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for (s, w0), w1 in sealed_windows.items():
         starts_by_site[s].append((w0, w1))
-    for dev, seq, idx, ts, ch, e, p, batch in rows:
-        if batch is not None or signed.get((dev, seq, idx)) != (ts, ch, e, p):
+    for dev, seq, idx, ts, ch, e, p in rows:
+        if (dev, seq, idx) in sealed or signed.get((dev, seq, idx)) != (ts, ch, e, p):
             continue
         if any(w0 <= ts < w1 for w0, w1 in starts_by_site.get(site_of.get(dev, ""), [])):
             out.append((dev, seq, idx))
@@ -251,7 +261,8 @@ def fabric_receipts(dsn: str, backend: Any, fabric_trust: Any, site: str | None,
     import msgspec
 
     from ledger.backend import Receipt
-    from ledger.fabric.evidence import collect_evidence, verify_evidence
+    from ledger.fabric.collect import collect_evidence
+    from ledger.fabric.evidence import verify_evidence
 
     out: list[Problem] = []
     with psycopg.connect(dsn, autocommit=True) as conn:

@@ -181,6 +181,49 @@ class LocalLedger:
         self._last_record = rh
         return receipt
 
+    def anchor_many(self, headers: list[BatchHeader]) -> list[Receipt]:
+        """Anchor a run of headers (each chaining on the one before it, or on its site's head) with one write
+        and one fsync; all or nothing: the same refusals as ``anchor``, raised before anything is written."""
+        with self._lock:
+            heads = dict(self._heads)
+            ids: set[str] = set()
+            checked = []
+            for header in headers:
+                try:
+                    header = decode_header(header_bytes(header))
+                except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as exc:
+                    raise InvalidHeader(f"batch {header.batch_id!r}: {exc}") from None
+                if header.batch_id in self._by_id or header.batch_id in ids:
+                    raise AlreadyAnchored(f"batch {header.batch_id} is already on the ledger")
+                head = heads.get(header.site, GENESIS_HASH)
+                if header.prev_hash != head:
+                    raise ChainBroken(f"batch {header.batch_id}: prev_hash {header.prev_hash[:12]}… is not the head "
+                                      f"{head[:12]}… of site {header.site}")
+                ids.add(header.batch_id)
+                heads[header.site] = header_hash(header)
+                checked.append(header)
+            if self.key is None:
+                raise LedgerMismatch(f"{self.path} is open for verification only: it cannot anchor")
+            recs, last, now = [], self._last_record, int(time.time() * 1000)
+            for i, header in enumerate(checked):
+                hh = header_hash(header)
+                rh = _record_hash(len(self._records) + i, hh, last)
+                recs.append({"position": len(self._records) + i, "header": header_bytes(header).decode(),
+                             "header_hash": hh, "prev_record": last, "record_hash": rh,
+                             "sig": b64url(self.key.sign(bytes.fromhex(rh))), "anchored_ms": now})
+                last = rh
+            with open(self.path, "ab") as fh:
+                fh.write(b"".join(json.dumps(r, sort_keys=True, separators=(",", ":")).encode() + b"\n" for r in recs))
+                fh.flush()
+                os.fsync(fh.fileno())
+            out = []
+            for rec, header in zip(recs, checked, strict=True):
+                receipt = self._receipt(rec, header)
+                self._index(header, receipt)
+                out.append(receipt)
+            self._last_record = last
+            return out
+
     def get(self, batch_id: str) -> tuple[BatchHeader, Receipt] | None:
         i = self._by_id.get(batch_id)
         return None if i is None else self._records[i]

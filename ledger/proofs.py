@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -89,6 +89,10 @@ def assemble_bundle(device: str, site: str, device_public_key: str, ledger: dict
             "frames": [{"seq": s, "raw_b64": base64.b64encode(raw).decode()} for s, raw in frame_list]}
 
 
+def _dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
 def export_bundle(dsn: str, backend: LedgerBackend, device: str, start: datetime, end: datetime) -> dict[str, Any]:
     """The bundle of ``device``'s sealed readings in [start, end). Reads the store and the ledger only."""
     unz = zstandard.ZstdDecompressor()
@@ -117,12 +121,15 @@ def export_bundle(dsn: str, backend: LedgerBackend, device: str, start: datetime
             for dv, ts_ms, ch, e, p, seq, idx, fsha in conn.execute(
                     "SELECT r.device_id, (extract(epoch FROM r.ts) * 1000)::bigint, r.channel, r.energy_wh, r.power_w, "
                     "r.seq, r.idx, f.frame_sha256 FROM readings r JOIN frames f USING (device_id, seq) "
-                    "WHERE r.batch_id = %s AND r.device_id = %s AND r.ts >= %s AND r.ts < %s "
-                    "ORDER BY r.ts, r.channel, r.seq, r.idx", (batch_id, device, start, end)):
+                    "WHERE r.device_id = %s AND r.ts >= %s AND r.ts < %s AND r.ts >= %s AND r.ts < %s "
+                    "ORDER BY r.ts, r.channel, r.seq, r.idx",
+                    (device, start, end, _dt(header.window_start_ms), _dt(header.window_end_ms))):
+                i = position.get((dv, seq, idx))
+                if i is None:
+                    continue  # not one of this batch's leaves (another batch of the window, or not sealed)
                 leaf = leaf_bytes(Leaf(device=dv, ts_ms=ts_ms, channel=ch, energy_wh=e, power_w=p, seq=seq, idx=idx,
                                        frame_sha256=bytes(fsha).hex()))
-                i = position.get((dv, seq, idx))
-                if i is None or merkle.leaf_hash(leaf) != hashes[i]:
+                if merkle.leaf_hash(leaf) != hashes[i]:
                     raise ProofBundleError(f"reading {(dv, seq, idx)} differs from what batch {batch_id} sealed (run verify)")
                 readings.append((i, leaf))
                 frame_shas.setdefault(seq, set()).add(bytes(fsha).hex())

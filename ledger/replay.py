@@ -81,7 +81,9 @@ def _copy_in_snapshot(dsn: str, snapshot: str, query: str, params: Any) -> np.nd
     return out
 
 
-FRAME_ONLY = "AND (f.device_id, f.seq) IN (SELECT device_id, seq FROM readings WHERE batch_id = ANY(%(b)s))"
+FRAME_ONLY = ("AND (f.device_id, f.seq) IN (SELECT r.device_id, r.seq FROM batches b JOIN devices d ON d.site_id = b.site_id "
+              "JOIN readings r ON r.device_id = d.device_id AND r.ts >= b.window_start AND r.ts < b.window_end "
+              "WHERE b.batch_id = ANY(%(b)s))")
 FRAMES_OF = ("FROM frames f JOIN unnest(%(d)s::text[]) WITH ORDINALITY AS dv(device_id, dno) USING (device_id) "
              "WHERE ((f.seq %% %(n)s) + %(n)s) %% %(n)s = %(k)s ")
 
@@ -234,19 +236,23 @@ def _pack(parts: list[tuple[np.ndarray, int]]) -> np.ndarray:
 
 def verify_bulk(dsn: str, backend: LedgerBackend, site: str | None = None, start: datetime | None = None,
                 end: datetime | None = None, workers: int | None = None,
-                keys: dict[str, bytes] | None = None) -> list[Any]:
-    """``keys``: the device keys frames are checked with (the verifier's pinned ones); default: the store's."""
+                keys: dict[str, bytes] | None = None, pending: set[tuple[str, int, int]] | None = None,
+                frame_bad: list[tuple[int, int, str]] | None = None) -> list[Any]:
+    """``keys``: the device keys frames are checked with (the verifier's pinned ones); default: the store's.
+    ``frame_bad``: every frame's verdict is already known (a full verify's completeness pass checked them all):
+    the invalid ones as (device code in sorted device order, seq, why); their bytes are then not read again."""
     gc_was_on = gc.isenabled()
     gc.disable()  # millions of short-lived objects and no cycles: the collector only costs time here
     try:
-        return _verify_bulk(dsn, backend, site, start, end, workers, keys)
+        return _verify_bulk(dsn, backend, site, start, end, workers, keys, pending or set(), frame_bad)
     finally:
         if gc_was_on:
             gc.enable()
 
 
 def _verify_bulk(dsn: str, backend: LedgerBackend, site: str | None, start: datetime | None,
-                 end: datetime | None, workers: int | None, keys: dict[str, bytes] | None) -> list[Any]:
+                 end: datetime | None, workers: int | None, keys: dict[str, bytes] | None,
+                 pending: set[tuple[str, int, int]], frame_bad: list[tuple[int, int, str]] | None) -> list[Any]:
     from ledger.verify import verify_one_batch_rows
 
     params = {"site": site, "start": start, "end": end}
@@ -266,6 +272,16 @@ def _verify_bulk(dsn: str, backend: LedgerBackend, site: str | None, start: date
                 conn.execute("SELECT count(*) FROM frames").fetchone()[0]  # type: ignore[index]
             snap = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
             only = None if full else batch_ids
+            # the batches' windows: a batch's readings are its window's readings that its leaves hold, and those
+            # no batch of the window holds (inserted, or late and not yet amended) — docs/proofs.md, "Batch"
+            windows: list[Window] = []
+            wno: dict[tuple[str, Any, Any], int] = {}
+            for m in meta:
+                k = (m[1], m[2], m[3])
+                if k not in wno:
+                    wno[k] = len(windows)
+                    windows.append(k)
+            bno_wno = np.array([wno[(m[1], m[2], m[3])] for m in meta], np.int64)
             raw_keys = keys if keys is not None else \
                 {d: bytes(k) for d, k in conn.execute("SELECT device_id, public_key FROM devices")}
             side = ThreadPoolExecutor(2)
@@ -275,12 +291,16 @@ def _verify_bulk(dsn: str, backend: LedgerBackend, site: str | None, start: date
                 # own in the same snapshot while this one loads the readings
                 stored_fut = side.submit(_copy_in_snapshot, dsn, snap, "SELECT leaf_devices, leaf_seqs, leaf_idxs, "
                                          "leaf_hashes FROM batches " + BATCH_FILTER, params)
-                if nativelib.LIB is not None:
+                if frame_bad is not None:
+                    # the caller checked every frame already (verify_all's completeness pass): only their index
+                    cur = load_current(conn, windows, devices, snap, dsn)
+                    findex = _frame_index(conn, devices, only)
+                elif nativelib.LIB is not None:
                     # the frames' bytes, then their check (which releases the GIL), on a side thread from
                     # as soon as they arrive, while this thread loads the readings and compares the leaves
                     frames_fut: Future[Rows] = Future()
                     check_fut = side.submit(_frames_then_check, frames_fut, dsn, snap, devices, only, raw_keys)
-                    cur = load_current(conn, batch_ids, devices, snap, dsn)
+                    cur = load_current(conn, windows, devices, snap, dsn)
                     findex = _index_of(frames_fut.result())
                 else:
                     procs = workers if workers is not None else (1 if n_frames < _INLINE_FRAMES else 2)
@@ -288,12 +308,14 @@ def _verify_bulk(dsn: str, backend: LedgerBackend, site: str | None, start: date
                     pool = ProcessPoolExecutor(procs, initializer=_lower_priority) if procs > 1 else None
                     futs = [pool.submit(_frames_part, dsn, devices, only, k, parts, snap, raw_keys)
                             for k in range(parts)] if pool else []
-                    cur = load_current(conn, batch_ids, devices, snap, dsn)
+                    cur = load_current(conn, windows, devices, snap, dsn)
                     findex = _frame_index(conn, devices, only)
                 stored = Rows(stored_fut.result(), 4)
                 reports, on_ledger, check, slow = _ledger_side(meta, backend, cur)
-                seen = _compare(reports, meta, on_ledger, check, stored, cur, findex, devices)
-                if nativelib.LIB is not None:
+                seen = _compare(reports, meta, on_ledger, check, stored, cur, findex, devices, bno_wno, pending)
+                if frame_bad is not None:
+                    bad = frame_bad
+                elif nativelib.LIB is not None:
                     bad = check_fut.result()
                 elif pool:
                     # the shares no worker has started yet are done here, so no core idles at the end
@@ -317,7 +339,8 @@ def _verify_bulk(dsn: str, backend: LedgerBackend, site: str | None, start: date
                 unz = zstandard.ZstdDecompressor()
                 for b in slow:
                     m = meta[b]
-                    reports[b] = verify_one_batch_rows(conn, backend, m[0], m[1], m[2], m[3], bytes(m[4]), pubs, unz)
+                    reports[b] = verify_one_batch_rows(conn, backend, m[0], m[1], m[2], m[3], bytes(m[4]), pubs, unz,
+                                                       pending)
     return reports
 
 
@@ -346,33 +369,40 @@ def _ledger_side(meta: list[Any], backend: LedgerBackend,
 
 
 CURRENT_QUERY = """
-SELECT (b.bno - 1)::int4, x.n, x.dno, x.ts, x.ch, x.e, x.p, x.seq, x.idx
-FROM unnest(%(b)s::text[]) WITH ORDINALITY AS b(batch_id, bno) JOIN batches bt ON bt.batch_id = b.batch_id
+SELECT (w.wno - 1)::int4, x.n, x.dno, x.ts, x.ch, x.e, x.p, x.seq, x.idx
+FROM unnest(%(s)s::text[], %(a)s::timestamptz[], %(z)s::timestamptz[]) WITH ORDINALITY AS w(site_id, a, z, wno)
 CROSS JOIN LATERAL (
     SELECT count(*)::int4 AS n, array_agg((dv.dno - 1)::int4) AS dno, array_agg(r.ts) AS ts,
            array_agg(CASE r.channel WHEN 'export' THEN 0 WHEN 'import' THEN 1 WHEN 'pv' THEN 2 ELSE 3 END::int2) AS ch,
            array_agg(r.energy_wh) AS e, array_agg(r.power_w) AS p, array_agg(r.seq) AS seq, array_agg(r.idx) AS idx
     FROM readings r JOIN devices d ON d.device_id = r.device_id
     JOIN unnest(%(d)s::text[]) WITH ORDINALITY AS dv(device_id, dno) ON dv.device_id = r.device_id
-    WHERE d.site_id = bt.site_id AND r.ts >= bt.window_start AND r.ts < bt.window_end AND r.batch_id = bt.batch_id
+    WHERE d.site_id = w.site_id AND r.ts >= w.a AND r.ts < w.z
 ) x
 """
 _CUR_COLS = ("dno", "ts", "ch", "e", "p", "seq", "idx")
 
 
-def load_current(conn: psycopg.Connection[Any], batch_ids: list[str], devices: list[str],
+Window = tuple[str, Any, Any]  # (site, window start, window end)
+
+
+def _wparams(windows: list[Window], devices: list[str]) -> dict[str, Any]:
+    return {"s": [w[0] for w in windows], "a": [w[1] for w in windows], "z": [w[2] for w in windows], "d": devices}
+
+
+def load_current(conn: psycopg.Connection[Any], windows: list[Window], devices: list[str],
                  snapshot: str | None = None, dsn: str | None = None) -> dict[str, np.ndarray]:
-    """Today's readings of the batches as columns: those ``load_leaves`` would read for each (the batch's
-    site and window, marked with its id), frame or not. One binary COPY row per batch: its readings
-    come as arrays, so the client does no work per reading (psycopg hands COPY output over row by row).
-    With ``snapshot`` (exported by ``conn``'s transaction) and ``dsn``, the second half of the batches
+    """Today's readings of the batches' windows as columns (``wno``: the window's number): every reading of
+    the window's site and time range, sealed or not, frame or not. One binary COPY row per window: its
+    readings come as arrays, so the client does no work per reading (psycopg hands COPY output over row by
+    row). With ``snapshot`` (exported by ``conn``'s transaction) and ``dsn``, the second half of the windows
     comes over a second connection at the same time, so the server works on two cores."""
-    if snapshot is None or dsn is None or len(batch_ids) < 2:
-        return _current_columns([(Rows(copy_out(conn, CURRENT_QUERY, {"b": batch_ids, "d": devices}), 9), 0)])
-    half = len(batch_ids) // 2
+    if snapshot is None or dsn is None or len(windows) < 2:
+        return _current_columns([(Rows(copy_out(conn, CURRENT_QUERY, _wparams(windows, devices)), 9), 0)])
+    half = len(windows) // 2
     with ThreadPoolExecutor(1) as side:
-        fut = side.submit(_copy_in_snapshot, dsn, snapshot, CURRENT_QUERY, {"b": batch_ids[half:], "d": devices})
-        first = Rows(copy_out(conn, CURRENT_QUERY, {"b": batch_ids[:half], "d": devices}), 9)
+        fut = side.submit(_copy_in_snapshot, dsn, snapshot, CURRENT_QUERY, _wparams(windows[half:], devices))
+        first = Rows(copy_out(conn, CURRENT_QUERY, _wparams(windows[:half], devices)), 9)
         second = Rows(fut.result(), 9)
     return _current_columns([(first, 0), (second, half)])
 
@@ -383,7 +413,7 @@ def _current_columns(parts: list[tuple[Rows, int]]) -> dict[str, np.ndarray]:
     counts = [rows.ints(1) for rows, _ in parts]
     sizes = [int(c.sum()) for c in counts]
     total = sum(sizes)
-    out = {"bno": np.concatenate([np.repeat(rows.ints(0) + base, c) for (rows, base), c in zip(parts, counts, strict=True)])}
+    out = {"wno": np.concatenate([np.repeat(rows.ints(0) + base, c) for (rows, base), c in zip(parts, counts, strict=True)])}
     for k, name in enumerate(_CUR_COLS, start=2):
         col = np.empty(total, np.int64)
         at = 0
@@ -401,7 +431,7 @@ Seen = tuple[np.ndarray, np.ndarray, list[str]]  # (batch of each checked readin
 
 def _compare(reports: list[Any], meta: list[Any], on_ledger: list[Any], check: np.ndarray, stored: Rows,
              cur: dict[str, np.ndarray], findex: tuple[np.ndarray, np.ndarray, list[bytes]],
-             devices: list[str]) -> Seen | None:
+             devices: list[str], bno_wno: np.ndarray, pending: set[tuple[str, int, int]]) -> Seen | None:
     """Leaves and roots of the checked batches; returns which frame each of their readings came in."""
     nb = len(meta)
     if not check.any():
@@ -437,11 +467,12 @@ def _compare(reports: list[Any], meta: list[Any], on_ledger: list[Any], check: n
     hoff, hln = stored.off[:, 3], stored.ln[:, 3]
     s_hash = bulk.gather(stored.buf, hoff[good], np.maximum(hln[good], 0)).reshape(-1, 32)
     starts = np.concatenate([[0], np.cumsum(counts)])
+    cur["bno"] = _batch_of(cur, bno_wno, counts, s_dev, s_seq, s_idx, rank, len(all_devs))
     side = ThreadPoolExecutor(1)  # the roots (GIL released) while this thread goes on
     roots_fut = side.submit(bulk.roots, s_hash, starts)
     try:
         seen = _compare_leaves(reports, nb, check, s_hash, s_dev, s_seq, s_idx, counts, cur, findex, all_devs,
-                               all_devs_sorted, rank)
+                               all_devs_sorted, rank, pending)
         roots = roots_fut.result()
     finally:
         side.shutdown()
@@ -452,10 +483,44 @@ def _compare(reports: list[Any], meta: list[Any], on_ledger: list[Any], check: n
     return seen
 
 
+def _batch_of(cur: dict[str, np.ndarray], bno_wno: np.ndarray, counts: np.ndarray, s_dev: np.ndarray,
+              s_seq: np.ndarray, s_idx: np.ndarray, rank: np.ndarray, nd: int) -> np.ndarray:
+    """The batch each current reading belongs to: the batch of its window whose leaves hold its key; else the
+    first batch of the window holding its frame; else the window's first batch (then it shows as inserted)."""
+    nb, nw = len(bno_wno), int(bno_wno.max()) + 1 if len(bno_wno) else 0
+    c_wno = cur["wno"]
+    if c_wno.size == 0:
+        return np.zeros(0, np.int64)
+    s_bno = np.repeat(np.arange(nb, dtype=np.int64), counts)
+    s_wno = bno_wno[s_bno]
+    c_dev = rank[cur["dno"]]
+    (ss, cs), ns = _dense(s_seq, cur["seq"])
+    (si, ci), ni = _dense(s_idx, cur["idx"])
+    first = np.full(nw, -1, np.int64)
+    for b in range(nb - 1, -1, -1):  # meta is ordered by site, window, batch id: the seal batch comes first
+        first[bno_wno[b]] = b
+    out = first[c_wno].copy()
+    if s_bno.size == 0:
+        return out
+
+    def lookup(skey: np.ndarray, ckey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        o = np.lexsort((s_bno, skey))
+        sk = skey[o]
+        p = np.searchsorted(sk, ckey)
+        pc = np.minimum(p, len(sk) - 1)
+        return (p < len(sk)) & (sk[pc] == ckey), s_bno[o[pc]]
+
+    by_frame, b_frame = lookup(_pack([(s_wno, nw), (s_dev, nd), (ss, ns)]), _pack([(c_wno, nw), (c_dev, nd), (cs, ns)]))
+    out = np.where(by_frame, b_frame, out)
+    by_key, b_key = lookup(_pack([(s_wno, nw), (s_dev, nd), (ss, ns), (si, ni)]),
+                           _pack([(c_wno, nw), (c_dev, nd), (cs, ns), (ci, ni)]))
+    return np.where(by_key, b_key, out)
+
+
 def _compare_leaves(reports: list[Any], nb: int, check: np.ndarray, s_hash: np.ndarray, s_dev: np.ndarray,
                     s_seq: np.ndarray, s_idx: np.ndarray, counts: np.ndarray, cur: dict[str, np.ndarray],
                     findex: tuple[np.ndarray, np.ndarray, list[bytes]], all_devs: list[str],
-                    all_devs_sorted: list[str], rank: np.ndarray) -> Seen:
+                    all_devs_sorted: list[str], rank: np.ndarray, pending: set[tuple[str, int, int]]) -> Seen:
     s_bno = np.repeat(np.arange(nb, dtype=np.int64), counts)
     # --- frames: recorded SHA-256 (for the leaves), by (device, seq)
     f_dev, f_seq, f_sha = findex[0].astype(np.int64), findex[1], findex[2]
@@ -538,7 +603,9 @@ def _compare_leaves(reports: list[Any], nb: int, check: np.ndarray, s_hash: np.n
         reports[int(c_bno[r])].changed.append(name(int(c_dev[r]), int(c_seq[r]), int(c_idx[r])))
     for j in np.flatnonzero(~found):
         r = co[j]
-        reports[int(c_bno[r])].inserted.append(name(int(c_dev[r]), int(c_seq[r]), int(c_idx[r])))
+        key = name(int(c_dev[r]), int(c_seq[r]), int(c_idx[r]))
+        if key not in pending:  # a signed late reading awaiting its amendment is not "inserted"
+            reports[int(c_bno[r])].inserted.append(key)
     for j in np.flatnonzero(~still):
         r = s_rows[j]
         reports[int(s_bno[r])].deleted.append(name(int(s_dev[r]), int(s_seq[r]), int(s_idx[r])))

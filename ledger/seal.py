@@ -19,20 +19,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import msgspec
 import numpy as np
 import psycopg
 import rfc8785
-import zstandard
 
-from firmware_sim.wire import b64url
 from ledger import bulk, merkle
 from ledger.backend import (
     AlreadyAnchored,
     BatchHeader,
     LedgerBackend,
     LedgerMismatch,
-    header_bytes,
+    Receipt,
     header_hash,
 )
 from ledger.canonical import Leaf, leaf_bytes
@@ -51,20 +48,40 @@ def findings_digest(conn: psycopg.Connection[Any], site: str, start: datetime, e
               "detector_version": v} for d, k, s, a, b, det, v in rows]
     return hashlib.sha256(rfc8785.dumps(items)).hexdigest()
 
+#: The readings of one batch as the replay sees them (docs/proofs.md, "Batch"): those of its site and window
+#: whose key is one of its sealed leaves, and those of the window that no batch of it holds, attributed to the
+#: batch holding their frame (else the window's first batch) — so a forged or late reading shows as inserted.
 LEAF_QUERY = """
+WITH wb AS (SELECT b.batch_id, k.d, k.s, k.i FROM batches b, unnest(b.leaf_devices, b.leaf_seqs, b.leaf_idxs) AS k(d, s, i)
+            WHERE b.site_id = %(site)s AND b.window_start = %(a)s)
 SELECT r.device_id, (extract(epoch FROM r.ts) * 1000)::bigint, r.channel, r.energy_wh, r.power_w, r.seq, r.idx,
        f.frame_sha256
 FROM readings r JOIN devices d USING (device_id) JOIN frames f USING (device_id, seq)
-WHERE d.site_id = %s AND r.ts >= %s AND r.ts < %s AND {filter}
+WHERE d.site_id = %(site)s AND r.ts >= %(a)s AND r.ts < %(b)s AND (
+    EXISTS (SELECT 1 FROM wb WHERE wb.batch_id = %(id)s AND (wb.d, wb.s, wb.i) = (r.device_id, r.seq, r.idx))
+    OR (NOT EXISTS (SELECT 1 FROM wb WHERE (wb.d, wb.s, wb.i) = (r.device_id, r.seq, r.idx))
+        AND %(id)s = coalesce((SELECT min(wb.batch_id) FROM wb WHERE (wb.d, wb.s) = (r.device_id, r.seq)),
+                              (SELECT min(wb.batch_id) FROM wb))))
 ORDER BY r.device_id, r.ts, r.channel, r.seq, r.idx
 """
 
 
 @dataclass(frozen=True)
 class SealedBatch:
+    """A batch sealed by this run: its header and its leaves (keys and hashes, in leaf order)."""
+
     header: BatchHeader
-    leaf_keys: list[tuple[str, int, int]]
-    leaf_hashes: list[bytes]
+    _keys: tuple[list[str], np.ndarray, np.ndarray, np.ndarray]  # (device names, device code, seq, idx)
+    _hashes: np.ndarray  # (n, 32)
+
+    @property
+    def leaf_keys(self) -> list[tuple[str, int, int]]:
+        names, dev, seq, idx = self._keys
+        return list(zip([names[d] for d in dev.tolist()], seq.tolist(), idx.tolist(), strict=True))
+
+    @property
+    def leaf_hashes(self) -> list[bytes]:
+        return bulk.as_bytes_list(self._hashes)
 
 
 def _ms(dt: datetime) -> int:
@@ -72,12 +89,12 @@ def _ms(dt: datetime) -> int:
 
 
 def load_leaves(conn: psycopg.Connection[Any], site: str, start: datetime, end: datetime,
-                batch_id: str | None) -> list[tuple[tuple[str, int, int], bytes]]:
-    """(key, leaf hash) of the window's readings: unsealed ones, or those of ``batch_id``."""
-    flt = "r.batch_id IS NULL" if batch_id is None else "r.batch_id = %s"
-    params: tuple[Any, ...] = (site, start, end) if batch_id is None else (site, start, end, batch_id)
+                batch_id: str) -> list[tuple[tuple[str, int, int], bytes]]:
+    """(key, leaf hash) of the batch's readings as they are now (``LEAF_QUERY``), in leaf order: the row
+    reference of the replay."""
     out = []
-    for dev, ts_ms, ch, e, p, seq, idx, fsha in conn.execute(LEAF_QUERY.format(filter=flt), params):
+    for dev, ts_ms, ch, e, p, seq, idx, fsha in conn.execute(LEAF_QUERY, {"site": site, "a": start, "b": end,
+                                                                          "id": batch_id}):
         out.append(((dev, seq, idx), _leaf_hash_or_sentinel(dev, ts_ms, ch, e, p, seq, idx, bytes(fsha))))
     return out
 
@@ -100,246 +117,234 @@ def _leaf_hash_or_sentinel(dev: str, ts_ms: int, ch: str, e: int, p: int, seq: i
 #: The window's readings as one binary COPY row of arrays (no per-reading client work): device rank
 #: in the database's own ``ORDER BY device_id`` (the collation LEAF_QUERY sorts with), ts in µs,
 #: channel code, values, and the frame's SHA-256 per reading. Same rows as LEAF_QUERY.
-BULK_QUERY = """
-SELECT count(*)::int4, array_agg(dv.dno), array_agg(r.ts),
-       array_agg(CASE r.channel WHEN 'export' THEN 0 WHEN 'import' THEN 1 WHEN 'pv' THEN 2 ELSE 3 END::int2),
-       array_agg(r.energy_wh), array_agg(r.power_w), array_agg(r.seq), array_agg(r.idx), array_agg(f.frame_sha256)
-FROM readings r JOIN devices d USING (device_id) JOIN frames f USING (device_id, seq)
-JOIN (SELECT device_id, (row_number() OVER (ORDER BY device_id) - 1)::int4 AS dno FROM devices WHERE site_id = %(s)s) dv
-  USING (device_id)
-WHERE d.site_id = %(s)s AND r.ts >= %(a)s AND r.ts < %(b)s AND {filter}
-"""
+_ORIGIN_MS = 946_684_800_000  # windows are aligned to 2000-01-01T00:00Z (PostgreSQL's date_bin origin here)
 _CHANNELS = ["export", "import", "pv"]
-_EPOCH_2000_US = 946_684_800_000_000
-
-
-def _collation_ok(conn: psycopg.Connection[Any]) -> bool:
-    """Whether the database sorts the three channel names like the codes above (it does in every
-    collation we know; checked, not assumed, since the leaf order depends on it)."""
-    row = conn.execute("SELECT array_agg(c ORDER BY c) FROM unnest(%s::text[]) c", (_CHANNELS[::-1],)).fetchone()
-    return row is not None and list(row[0]) == _CHANNELS
-
-
-def load_leaves_bulk(conn: psycopg.Connection[Any], site: str, start: datetime, end: datetime,
-                     batch_id: str | None) -> tuple[list[tuple[str, int, int]], np.ndarray] | None:
-    """``load_leaves`` from one binary COPY row of arrays, hashed with ``ledger.bulk``: (keys, ``(n, 32)``
-    hashes) in the same order with the same bytes, or None when a value is outside what the bulk path
-    handles (the caller then uses ``load_leaves``)."""
-    got = load_window_bulk(conn, site, start, end, batch_id)
-    return None if got is None else (got[0], got[1])
-
-
-Values = list[tuple[int, str, int, int]]  # per leaf: (ts_ms, channel, energy_wh, power_w)
-
-
-def load_window_bulk(conn: psycopg.Connection[Any], site: str, start: datetime, end: datetime,
-                     batch_id: str | None) -> tuple[list[tuple[str, int, int]], np.ndarray, Values] | None:
-    """``load_leaves_bulk`` and, per leaf, the reading's values (to be checked against its signed frame)."""
-    from ledger.pgbinary import Rows, copy_out
-
-    flt = "r.batch_id IS NULL" if batch_id is None else "r.batch_id = %(id)s"
-    devs = [d for (d,) in conn.execute("SELECT device_id FROM devices WHERE site_id = %s ORDER BY device_id", (site,))]
-    rows = Rows(copy_out(conn, BULK_QUERY.format(filter=flt), {"s": site, "a": start, "b": end, "id": batch_id}), 9)
-    n = int(rows.ints(0)[0]) if len(rows) else 0
-    if n == 0:
-        return [], np.zeros((0, 32), np.uint8), []
-    cols = []
-    for k in range(1, 8):
-        try:
-            vals, cnt = rows.array_ints(k, n)
-        except ValueError:
-            return None
-        if int(cnt[0]) != n:
-            return None
-        cols.append(vals)
-    dno, us, ch, e, p, seq, idx = cols
-    if (ch == 3).any():
-        return None
-    eo, el, _ = rows.array_elems(8, n)
-    if (el != 32).any():
-        return None
-    raw = rows.buf
-    sha = raw[(eo[:, None] + np.arange(32)).ravel()].reshape(n, 32)
-    # ORDER BY device_id, ts, channel, seq, idx — a total order (the primary key is in it)
-    order = np.lexsort((idx, seq, ch, us, dno))
-    dno, us, ch, e, p, seq, idx, sha = (a[order] for a in (dno, us, ch, e, p, seq, idx, sha))
-    rel = us + _EPOCH_2000_US
-    ts_ms = np.where(rel >= 0, (rel + 500) // 1000, -((-rel + 500) // 1000))  # numeric → bigint rounds half away
-    table = bulk.StringTable(np.ascontiguousarray(sha).reshape(-1), np.arange(n + 1, dtype=np.int64) * 32)
-    c = bulk.LeafColumns(devices=bulk.StringTable.of_json(devs), channels=bulk.StringTable.of_json(_CHANNELS),
-                         frames=table, device=dno.astype(np.int32), channel=ch.astype(np.int32),
-                         frame=np.arange(n, dtype=np.int32), ts_ms=ts_ms, energy_wh=e, power_w=p, seq=seq, idx=idx)
-    hashes = bulk.leaf_hashes(c, strict=False)  # out-of-range rows are refused by the frame check, not raised here
-    keys = list(zip([devs[i] for i in dno.tolist()], seq.tolist(), idx.tolist(), strict=True))
-    values = list(zip(ts_ms.tolist(), [_CHANNELS[i] for i in ch.tolist()], e.tolist(), p.tolist(), strict=True))
-    return keys, hashes, values
 
 
 def seal_windows(dsn: str, backend: LedgerBackend, window_s: int = 3600, grace_s: int = 900,
                  now_ms: int | None = None, site: str | None = None,
                  progress: Callable[[int, int], None] | None = None, max_workers: int = 8,
                  refused_out: list[tuple[str, int, int]] | None = None) -> list[SealedBatch]:
-    """Seal every complete window with unsealed readings; return the batches made, in order.
+    """Seal every complete window holding queued readings; return the batches made, in (site, window) order.
 
-    Sites are sealed concurrently (up to ``max_workers`` threads, each with its own connection):
-    a site's windows are sealed strictly in order on one thread (its header chain), different sites'
-    chains are independent, so a slow remote ledger (Fabric: one commit per anchor) is not
-    serialised across sites. ``progress(done, total)`` is called under a lock, from any thread.
-    On an error, no new window is started; the first error is raised once the others have stopped.
-    Readings no valid signed frame backs are not sealed: their keys are added to ``refused_out`` and
-    they stay unsealed (``verify`` names each one).
+    One read-write snapshot: the queued frames (``unsealed_frames``) with readings before the cut (the last
+    window boundary at least ``grace_s`` before now) and all their readings are loaded in bulk and checked
+    against their signed frames (``ledger.sealqueue.backed``); the backed readings of each (site, window)
+    not already in one of its batches become its batch (a window sealed before gets an amendment); headers
+    are chained per site and anchored (sites concurrently, up to ``max_workers``); batches are recorded and
+    fully sealed frames dequeued in the same transaction. Readings no valid signed frame backs are never
+    sealed: their keys go to ``refused_out`` and ``verify`` names each. Readings are never rewritten.
     """
+    from ledger.sealqueue import backed, load_queue
+
+    W = window_s * 1000
+    now = now_ms if now_ms is not None else int(time.time() * 1000)
+    cut = _ORIGIN_MS + ((now - grace_s * 1000 - _ORIGIN_MS) // W) * W
     if refused_out is None:
         refused_out = []
-    now = datetime.fromtimestamp((now_ms or int(time.time() * 1000)) / 1000, UTC)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        windows = conn.execute(
-            "SELECT d.site_id, date_bin(make_interval(secs => %s), r.ts, timestamptz '2000-01-01') AS w "
-            "FROM readings r JOIN devices d USING (device_id) "
-            "WHERE r.batch_id IS NULL AND (%s::text IS NULL OR d.site_id = %s) GROUP BY 1, 2 ORDER BY 1, 2",
-            (window_s, site, site)).fetchall()
-        bulk_ok = _collation_ok(conn)
-    todo = [(s, w) for s, w in windows if (now - w).total_seconds() >= window_s + grace_s]
-    by_site: dict[str, list[datetime]] = {}
-    for site_id, start in todo:
-        by_site.setdefault(site_id, []).append(start)
-    lock = threading.Lock()
-    done = [0]
-    stop = threading.Event()
+    with psycopg.connect(dsn) as conn:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        with conn.transaction():
+            conn.execute("SET LOCAL jit = off")
+            queue = conn.execute(
+                "SELECT q.device_id, q.seq, q.min_ts_ms, q.max_ts_ms FROM unsealed_frames q JOIN devices d USING (device_id) "
+                "WHERE q.min_ts_ms < %s AND (%s::text IS NULL OR d.site_id = %s)", (cut, site, site)).fetchall()
+            if not queue:
+                return []
+            devices = sorted(d for (d,) in conn.execute("SELECT device_id FROM devices"))
+            code = {d: i for i, d in enumerate(devices)}
+            reg = {d: (s_, bytes(k)) for d, s_, k in conn.execute("SELECT device_id, site_id, public_key FROM devices")}
+            db_order = [d for (d,) in conn.execute("SELECT device_id FROM devices ORDER BY device_id")]
+            rank = np.zeros(len(devices), np.int64)
+            rank[[code[d] for d in db_order]] = np.arange(len(db_order))  # the leaf order is the database's
+            snap = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
+            keys = [(d, q) for d, q, _, _ in queue]
+            q = load_queue(conn, dsn, snap, devices, keys, min(r[2] for r in queue), max(r[3] for r in queue))
+            site_of = [reg[d][0] for d in devices]
+            ok = backed(q, site_of, [reg[d][1] for d in devices])
+            done = _seal_backed(conn, backend, q, ok, rank, site_of, W, cut, refused_out, progress, max_workers)
+            # dequeue the frames whose readings all lie before the cut (sealed, or refused for good)
+            full = [(d, s_) for d, s_, _, hi in queue if hi < cut]
+            if full:
+                conn.execute("DELETE FROM unsealed_frames u USING unnest(%s::text[], %s::bigint[]) AS k(d, s) "
+                             "WHERE u.device_id = k.d AND u.seq = k.s", ([k[0] for k in full], [k[1] for k in full]))
+    return done
 
-    def seal_site(site_id: str) -> list[SealedBatch]:
-        out: list[SealedBatch] = []
-        with psycopg.connect(dsn, autocommit=True) as c:
-            for start in by_site[site_id]:
-                if stop.is_set():
-                    break
-                c.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-                try:
-                    with c.transaction():
-                        made = _seal_one(c, backend, site_id, start, window_s, bulk_ok, refused_out)
-                        if made is not None:
-                            out.append(made)
-                except BaseException:
-                    stop.set()
-                    raise
-                if progress:
-                    with lock:
-                        done[0] += 1
-                        progress(done[0], len(todo))
+
+def _seal_backed(conn: psycopg.Connection[Any], backend: LedgerBackend, q: Any, ok: np.ndarray, rank: np.ndarray,
+                 site_of: list[str], W: int, cut: int, refused_out: list[tuple[str, int, int]],
+                 progress: Callable[[int, int], None] | None, max_workers: int) -> list[SealedBatch]:
+    sites = sorted(set(site_of))
+    site_code = np.array([sites.index(s_) for s_ in site_of], np.int64)
+    before = q.ts_ms < cut
+    bad = before & ~ok
+    if bad.any():
+        refused_out.extend(zip([q.devices[d] for d in q.dev[bad].tolist()], q.seq[bad].tolist(), q.idx[bad].tolist(),
+                               strict=True))
+    sel = np.flatnonzero(before & ok)
+    if sel.size == 0:
+        return []
+    r_site = site_code[q.dev[sel]]
+    r_win = _ORIGIN_MS + (q.ts_ms[sel] - _ORIGIN_MS) // W * W
+    # readings already sealed in one of their window's batches (a frame sealed up to an earlier cut)
+    pairs = sorted(set(zip(r_site.tolist(), r_win.tolist(), strict=True)))
+    prior = _prior_batches(conn, sites, pairs)
+    if prior:
+        keep = np.ones(sel.size, bool)
+        for (sc, w), (_, leaf) in prior.items():
+            m = np.flatnonzero((r_site == sc) & (r_win == w))
+            for j in m.tolist():
+                r = sel[j]
+                if (q.devices[int(q.dev[r])], int(q.seq[r]), int(q.idx[r])) in leaf:
+                    keep[j] = False
+        sel, r_site, r_win = sel[keep], r_site[keep], r_win[keep]
+        if sel.size == 0:
+            return []
+    order = np.lexsort((q.idx[sel], q.seq[sel], q.ch[sel], q.ts_ms[sel], rank[q.dev[sel]], r_win, r_site))
+    sel, r_site, r_win = sel[order], r_site[order], r_win[order]
+    cols = bulk.LeafColumns(devices=bulk.StringTable.of_json(q.devices), channels=bulk.StringTable.of_json(_CHANNELS),
+                            frames=_sha_table(q), device=q.dev[sel].astype(np.int32), channel=q.ch[sel].astype(np.int32),
+                            frame=q.frame_row[sel].astype(np.int32), ts_ms=q.ts_ms[sel], energy_wh=q.e[sel],
+                            power_w=q.p[sel], seq=q.seq[sel], idx=q.idx[sel])
+    hashes = bulk.leaf_hashes(cols, threads=2)
+    brk = np.flatnonzero((np.diff(r_site) != 0) | (np.diff(r_win) != 0)) + 1
+    starts = np.concatenate([[0], brk, [sel.size]]).astype(np.int64)
+    roots = bulk.roots(hashes, starts)
+    groups = [(int(r_site[a]), int(r_win[a]), int(a), int(b)) for a, b in zip(starts[:-1], starts[1:], strict=True)]
+    digests = _findings_digests(conn, sites, groups, W)
+    now_sealed = int(time.time() * 1000)
+    by_site: dict[int, list[int]] = {}
+    for g, (sc, _, _, _) in enumerate(groups):
+        by_site.setdefault(sc, []).append(g)
+    lock = threading.Lock()
+    count = [0]
+
+    def header_of(g: int, prev: str) -> BatchHeader:
+        sc, w, a, b = groups[g]
+        n_prior = prior.get((sc, w), (0, set()))[0]
+        base = f"{sites[sc]}:{datetime.fromtimestamp(w / 1000, UTC).strftime('%Y%m%dT%H%M%SZ')}"
+        return BatchHeader(batch_id=base if n_prior == 0 else f"{base}:a{n_prior}", site=sites[sc],
+                           kind="seal" if n_prior == 0 else "amendment", window_start_ms=w, window_end_ms=w + W,
+                           leaf_count=b - a, root=roots[g].tobytes().hex(), prev_hash=prev,
+                           findings_digest=digests[g], sealed_ms=now_sealed, amends=base if n_prior else None)
+
+    def chain(sc: int) -> list[tuple[int, BatchHeader, Receipt]]:
+        gs = by_site[sc]
+        many = getattr(backend, "anchor_many", None)
+        if many is not None:  # the local ledger: the site's whole chain in one append (one fsync)
+            headers, prev = [], backend.head(sites[sc])
+            for g in gs:
+                headers.append(header_of(g, prev))
+                prev = header_hash(headers[-1])
+            try:
+                receipts = many(headers)
+            except AlreadyAnchored:
+                pass  # an earlier run anchored some and died before recording them: one by one, adopting those
+            else:
+                tick(len(gs))
+                return list(zip(gs, headers, receipts, strict=True))
+        out, prev = [], backend.head(sites[sc])
+        for g in gs:
+            header, receipt = _anchor(backend, header_of(g, prev))
+            prev = header_hash(header)
+            out.append((g, header, receipt))
+            tick(1)
         return out
 
-    sites = list(by_site)  # in site order: the result keeps the (site, window) order
-    if max_workers <= 1 or len(sites) <= 1:
-        return [b for s in sites for b in seal_site(s)]
-    with ThreadPoolExecutor(min(max_workers, len(sites)), thread_name_prefix="seal") as pool:
-        futs = [pool.submit(seal_site, s) for s in sites]
-        errors = [f.exception() for f in futs]
-    first = next((e for e in errors if e is not None), None)
-    if first is not None:
-        raise first
-    return [b for f in futs for b in f.result()]
+    def tick(n: int) -> None:
+        if progress:
+            with lock:
+                count[0] += n
+                progress(count[0], len(groups))
+
+    site_list = sorted(by_site)
+    if max_workers <= 1 or len(site_list) <= 1:
+        anchored = [x for sc in site_list for x in chain(sc)]
+    else:
+        with ThreadPoolExecutor(min(max_workers, len(site_list)), thread_name_prefix="seal") as pool:
+            anchored = [x for f in [pool.submit(chain, sc) for sc in site_list] for x in f.result()]
+    anchored.sort(key=lambda t: t[0])
+    from ledger.batchcopy import copy_batches
+
+    made = []
+    for g, header, receipt in anchored:
+        sc, w, a, b = groups[g]
+        made.append((header, receipt, a, b))
+    copy_batches(conn, made, cols, hashes, q.devices)
+    return [SealedBatch(h, (q.devices, cols.device[a:b], cols.seq[a:b], cols.idx[a:b]), hashes[a:b])
+            for h, _, a, b in made]
 
 
-def _load_window_rows(conn: psycopg.Connection[Any], site: str, start: datetime,
-                      end: datetime) -> tuple[list[tuple[str, int, int]], list[bytes], Values]:
-    keys, hashes, values = [], [], []
-    for dev, ts_ms, ch, e, p, seq, idx, fsha in conn.execute(LEAF_QUERY.format(filter="r.batch_id IS NULL"),
-                                                             (site, start, end)):
-        keys.append((dev, seq, idx))
-        hashes.append(_leaf_hash_or_sentinel(dev, ts_ms, ch, e, p, seq, idx, bytes(fsha)))
-        values.append((ts_ms, ch, e, p))
-    return keys, hashes, values
+def _anchor(backend: LedgerBackend, header: BatchHeader) -> tuple[BatchHeader, Receipt]:
+    try:
+        return header, backend.anchor(header)
+    except AlreadyAnchored:
+        # anchored by an earlier run that died before recording it: adopt it if it is this batch
+        got = backend.get(header.batch_id)
+        if got is None or got[0].root != header.root or got[0].leaf_count != header.leaf_count:
+            raise LedgerMismatch(f"batch {header.batch_id} on the ledger differs from the store's readings") from None
+        return got
 
 
-def backed_by_frames(conn: psycopg.Connection[Any], keys: list[tuple[str, int, int]], values: Values) -> list[bool]:
-    """For each reading: does a valid signed frame hold exactly it? The frame's stored bytes must hash to
-    their recorded SHA-256, decode strictly as a wire frame of that (device, seq), and carry the device's
-    valid signature (the registered key); the reading must equal the frame's reading at ``idx``."""
-    from firmware_sim.wire import WireError, decode_frame, verify_signature
-    from ingest.validate import _public_key
+def _sha_table(q: Any) -> bulk.StringTable:
+    fr = q.frames
+    n = len(fr)
+    ln = np.maximum(fr.ln[:, 3], 0)
+    blob = bulk.gather(fr.buf, fr.off[:, 3], ln)
+    off = np.zeros(n + 1, np.int64)
+    off[1:] = np.cumsum(ln)
+    return bulk.StringTable(blob, off)
 
-    wanted = sorted({(d, q) for d, q, _ in keys})
-    if not wanted:
-        return []
-    unz = zstandard.ZstdDecompressor()
-    signed: dict[tuple[str, int], list[tuple[int, str, int, int]]] = {}
-    rows = conn.execute(
-        "SELECT f.device_id, f.seq, f.frame_sha256, f.raw_zstd, d.public_key FROM frames f JOIN devices d USING (device_id) "
-        "JOIN unnest(%s::text[], %s::bigint[]) AS k(device_id, seq) USING (device_id, seq)",
-        ([d for d, _ in wanted], [q for _, q in wanted])).fetchall()
-    for dev, seq, sha, raw_z, key in rows:
-        try:
-            raw = unz.decompress(bytes(raw_z))
-            if hashlib.sha256(raw).digest() != bytes(sha):
-                continue
-            frame = decode_frame(raw)
-            verify_signature(frame, _public_key(b64url(bytes(key))))
-        except (zstandard.ZstdError, WireError):
+
+def _prior_batches(conn: psycopg.Connection[Any], sites: list[str],
+                   pairs: list[tuple[int, int]]) -> dict[tuple[int, int], tuple[int, set[tuple[str, int, int]]]]:
+    """For the (site, window) pairs that already have batches: how many, and the keys they hold."""
+    if not pairs:
+        return {}
+    lo = datetime.fromtimestamp(min(w for _, w in pairs) / 1000, UTC)
+    hi = datetime.fromtimestamp(max(w for _, w in pairs) / 1000, UTC)
+    want = {(sites[sc], w) for sc, w in pairs}
+    out: dict[tuple[int, int], tuple[int, set[tuple[str, int, int]]]] = {}
+    for s_, w0, devs, seqs, idxs in conn.execute(
+            "SELECT site_id, window_start, leaf_devices, leaf_seqs, leaf_idxs FROM batches "
+            "WHERE site_id = ANY(%s) AND window_start >= %s AND window_start <= %s", (sorted({x for x, _ in want}), lo, hi)):
+        w = _ms(w0)
+        if (s_, w) not in want:
             continue
-        if (frame.device, frame.seq) == (dev, seq):
-            signed[(dev, seq)] = [(r.ts_ms, r.channel, r.energy_wh, r.power_w) for r in frame.readings]
-    out = []
-    for (dev, seq, idx), v in zip(keys, values, strict=True):
-        fr = signed.get((dev, seq))
-        out.append(fr is not None and 0 <= idx < len(fr) and fr[idx] == v)
+        k = (sites.index(s_), w)
+        n, leaf = out.get(k, (0, set()))
+        leaf |= set(zip(devs, seqs, idxs, strict=True))
+        out[k] = (n + 1, leaf)
     return out
 
 
-def _seal_one(conn: psycopg.Connection[Any], backend: LedgerBackend, site: str, start: datetime,
-              window_s: int, bulk_ok: bool = True,
-              refused_out: list[tuple[str, int, int]] | None = None) -> SealedBatch | None:
-    end = datetime.fromtimestamp(start.timestamp() + window_s, UTC)
-    got = load_window_bulk(conn, site, start, end, None) if bulk_ok else None
-    if got is None:
-        keys, hashes, values = _load_window_rows(conn, site, start, end)
-    else:
-        keys, arr, values = got
-        hashes = bulk.as_bytes_list(arr)
-    # Invariant 1: nothing is sealed that no valid signed frame backs (docs/proofs.md)
-    ok = backed_by_frames(conn, keys, values)
-    refused = [k for k, good in zip(keys, ok, strict=True) if not good]
-    if refused:
-        keys = [k for k, good in zip(keys, ok, strict=True) if good]
-        hashes = [h for h, good in zip(hashes, ok, strict=True) if good]
-        if refused_out is not None:
-            refused_out.extend(refused)
-        if not keys:
-            return None  # nothing in the window is backed: no batch (verify names the readings)
-    root = bulk.root(got[1]) if got is not None and not refused else merkle.root_from_leaf_hashes(hashes)
-    base_id = f"{site}:{start.strftime('%Y%m%dT%H%M%SZ')}"
-    earlier = conn.execute("SELECT count(*) FROM batches WHERE site_id = %s AND window_start = %s",
-                           (site, start)).fetchone()
-    n_prior = int(earlier[0]) if earlier else 0
-    batch_id = base_id if n_prior == 0 else f"{base_id}:a{n_prior}"
-    header = BatchHeader(batch_id=batch_id, site=site, kind="seal" if n_prior == 0 else "amendment",
-                         window_start_ms=_ms(start), window_end_ms=_ms(end), leaf_count=len(keys),
-                         root=root.hex(), prev_hash=backend.head(site),
-                         findings_digest=findings_digest(conn, site, start, end), sealed_ms=int(time.time() * 1000),
-                         amends=base_id if n_prior else None)
-    try:
-        receipt = backend.anchor(header)
-    except AlreadyAnchored:
-        # Anchored by an earlier run that died before recording it: adopt it if it is this batch.
-        got = backend.get(batch_id)
-        if got is None or got[0].root != header.root or got[0].leaf_count != header.leaf_count:
-            raise LedgerMismatch(f"batch {batch_id} on the ledger differs from the store's readings") from None
-        header, receipt = got
-    conn.execute(
-        "INSERT INTO batches (batch_id, site_id, kind, amends, window_start, window_end, leaf_count, root, header, "
-        "header_hash, leaf_devices, leaf_seqs, leaf_idxs, leaf_hashes, receipt) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %b, %b, %b, %s, %s)",  # %b: binary arrays, no quoting pass
-        (batch_id, site, header.kind, header.amends, start, end, len(keys), bytes.fromhex(header.root),
-         header_bytes(header), bytes.fromhex(header_hash(header)), [k[0] for k in keys], [k[1] for k in keys],
-         [k[2] for k in keys], b"".join(hashes), msgspec.json.encode(receipt).decode()))
-    # Same REPEATABLE READ snapshot as the load: marks exactly the readings that were sealed, not ones
-    # committed by ingest meanwhile (those stay unsealed for the next amendment) nor refused ones.
-    if refused:
-        conn.execute("UPDATE readings r SET batch_id = %s FROM unnest(%s::text[], %s::bigint[], %s::int[]) "
-                     "AS k(device_id, seq, idx) WHERE r.device_id = k.device_id AND r.seq = k.seq AND r.idx = k.idx "
-                     "AND r.ts >= %s AND r.ts < %s AND r.batch_id IS NULL",
-                     (batch_id, [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], start, end))
-    else:
-        conn.execute("UPDATE readings r SET batch_id = %s FROM devices d WHERE d.device_id = r.device_id "
-                     "AND d.site_id = %s AND r.ts >= %s AND r.ts < %s AND r.batch_id IS NULL",
-                     (batch_id, site, start, end))
-    return SealedBatch(header, keys, hashes)
+def _findings_digests(conn: psycopg.Connection[Any], sites: list[str], groups: list[tuple[int, int, int, int]],
+                      W: int) -> list[str]:
+    """``findings_digest`` of every group's window, from one query per run (findings are few)."""
+    out = [EMPTY_FINDINGS_DIGEST] * len(groups)
+    if not groups:
+        return out
+    lo = datetime.fromtimestamp(min(g[1] for g in groups) / 1000, UTC)
+    hi = datetime.fromtimestamp((max(g[1] for g in groups) + W) / 1000, UTC)
+    rows = conn.execute(
+        "SELECT site_id, coalesce(device_id, ''), kind, severity, (extract(epoch FROM start_ts) * 1000)::bigint, "
+        "(extract(epoch FROM end_ts) * 1000)::bigint, detector, detector_version FROM findings "
+        "WHERE site_id = ANY(%s) AND start_ts < %s AND end_ts >= %s", (sites, hi, lo)).fetchall()
+    if not rows:
+        return out
+    by_window: dict[tuple[int, int], list[tuple[Any, ...]]] = {}
+    for s_, d, k, sev, a, b, det, v in rows:
+        if s_ not in sites:
+            continue
+        sc = sites.index(s_)
+        w = _ORIGIN_MS + (a - _ORIGIN_MS) // W * W
+        while w <= b:  # every window [w, w + W) with start < w + W and end >= w
+            by_window.setdefault((sc, w), []).append((d, k, a, b, det, v, sev))
+            w += W
+    for g, (sc, w, _, _) in enumerate(groups):
+        items = sorted(by_window.get((sc, w), []))
+        if items:
+            out[g] = hashlib.sha256(rfc8785.dumps([
+                {"device": d, "kind": k, "severity": sev, "start_ms": a, "end_ms": b, "detector": det,
+                 "detector_version": v} for d, k, a, b, det, v, sev in items])).hexdigest()
+    return out

@@ -221,8 +221,9 @@ def test_seal_anchor_tamper_verify_names_the_reading_against_fabric(store_db: st
     with psycopg.connect(store_db) as conn:
         receipt = conn.execute("SELECT receipt FROM batches ORDER BY window_start LIMIT 1").fetchone()[0]  # type: ignore[index]
         assert receipt["backend"] == "fabric" and receipt["block"] and receipt["tx_id"]
-        key = conn.execute("SELECT device_id, seq, idx FROM readings WHERE batch_id = %s ORDER BY device_id, seq, idx "
-                           "OFFSET 7 LIMIT 1", (made[1].header.batch_id,)).fetchone()
+        key = conn.execute("SELECT k.d, k.s, k.i FROM batches b, unnest(b.leaf_devices, b.leaf_seqs, b.leaf_idxs) "
+                           "AS k(d, s, i) WHERE b.batch_id = %s ORDER BY 1, 2, 3 OFFSET 7 LIMIT 1",
+                           (made[1].header.batch_id,)).fetchone()
         conn.execute("UPDATE readings SET energy_wh = energy_wh + 5 WHERE (device_id, seq, idx) = (%s, %s, %s)", key)
     bad = [r for r in verify(store_db, fabric_ledger) if r.status != "intact"]
     assert len(bad) == 1 and bad[0].batch_id == made[1].header.batch_id and bad[0].changed == [tuple(key)]  # type: ignore[arg-type]

@@ -127,9 +127,15 @@ def store(request: pytest.FixtureRequest, pg_server: Any, tmp_path: Path) -> Ite
 
 def check(dsn: str, ledger: Any, trust: Trust | None) -> VerifyResult:
     if not isinstance(ledger, Path):
-        return verify_all(dsn, ledger, trust)  # Fabric
-    backend = LocalLedger.open_pinned(ledger, trust.operator_keys) if trust else LocalLedger.open(ledger, create=False)
-    return verify_all(dsn, backend, trust)
+        backend = ledger  # Fabric
+    else:
+        backend = LocalLedger.open_pinned(ledger, trust.operator_keys) if trust else LocalLedger.open(ledger, create=False)
+    res = verify_all(dsn, backend, trust)
+    # the column path of the completeness checks says exactly what the row-by-row reference says
+    bulk, rows = complete.check(dsn, backend, trust), complete.check_rows(dsn, backend, trust)
+    assert sorted(map(repr, bulk.problems)) == sorted(map(repr, rows.problems))
+    assert sorted(bulk.pending) == sorted(rows.pending) and (bulk.readings, bulk.frames) == (rows.readings, rows.frames)
+    return res
 
 
 def kinds(res: VerifyResult) -> dict[str, list[tuple[Any, ...]]]:
@@ -141,8 +147,10 @@ def kinds(res: VerifyResult) -> dict[str, list[tuple[Any, ...]]]:
 
 def one_sealed_reading(dsn: str) -> tuple[str, int, int, datetime, str]:
     with psycopg.connect(dsn) as conn:
-        row = conn.execute("SELECT device_id, seq, idx, ts, batch_id FROM readings WHERE batch_id IS NOT NULL "
-                           "ORDER BY batch_id, device_id, seq, idx LIMIT 1 OFFSET 7").fetchone()
+        row = conn.execute("SELECT r.device_id, r.seq, r.idx, r.ts, b.batch_id FROM batches b, "
+                           "unnest(b.leaf_devices, b.leaf_seqs, b.leaf_idxs) AS k(d, s, i) JOIN readings r "
+                           "ON (r.device_id, r.seq, r.idx) = (k.d, k.s, k.i) "
+                           "ORDER BY b.batch_id, 1, 2, 3 LIMIT 1 OFFSET 7").fetchone()
     assert row is not None
     return row  # type: ignore[return-value]
 
@@ -181,8 +189,15 @@ def test_forged_reading_in_a_sealed_window_with_null_batch_is_named_and_never_se
     assert (dev, seq, 999) in kinds(res)[complete.READING_UNBACKED] and not res.intact
     refused: list[tuple[str, int, int]] = []
     led = LocalLedger.open(ledger_dir)
+    # sealing only ever takes readings of queued frames (the ingest writer queues each frame it stores), and
+    # checks them against their signed bytes: a row written into the store directly is never sealed
     assert seal_windows(dsn, led, now_ms=START + 30 * HOUR, refused_out=refused) == []  # no "amendment" of it
+    sql(dsn, "INSERT INTO unsealed_frames (device_id, seq, min_ts_ms, max_ts_ms) SELECT device_id, seq, "
+             "(extract(epoch FROM min(ts)) * 1000)::bigint, (extract(epoch FROM max(ts)) * 1000)::bigint FROM readings "
+             "WHERE device_id = %s AND seq = %s GROUP BY 1, 2", (dev, seq))
+    assert seal_windows(dsn, led, now_ms=START + 30 * HOUR, refused_out=refused) == []  # even if queued by hand
     assert refused == [(dev, seq, 999)]
+    assert (dev, seq, 999) in kinds(check(dsn, ledger_dir, trust))[complete.READING_UNBACKED]
 
 
 def test_second_row_with_an_existing_key_is_named_duplicate(store: Any) -> None:
@@ -195,21 +210,22 @@ def test_second_row_with_an_existing_key_is_named_duplicate(store: Any) -> None:
     assert (dev, seq, idx) in kinds(res)[complete.DUPLICATE_KEY] and not res.intact
 
 
-def test_reading_tagged_with_a_batch_but_outside_its_window_is_named(store: Any) -> None:
+def test_a_sealed_reading_moved_to_another_window_is_named(store: Any) -> None:
     dsn, ledger_dir, trust = store
     dev, seq, idx, _, batch = one_sealed_reading(dsn)
     sql(dsn, "UPDATE readings SET ts = ts + interval '3 hours' WHERE device_id = %s AND seq = %s AND idx = %s",
         (dev, seq, idx))
     res = check(dsn, ledger_dir, trust)
-    k = kinds(res)
-    assert (dev, seq, idx) in k[complete.OUTSIDE_BATCH] and (dev, seq, idx) in k[complete.READING_DIFFERS]
-    assert any((dev, seq, idx) in r.deleted for r in res.reports if r.batch_id == batch)
+    assert (dev, seq, idx) in kinds(res)[complete.READING_DIFFERS]
+    assert any((dev, seq, idx) in r.deleted for r in res.reports if r.batch_id == batch)  # gone from its batch
+    assert any((dev, seq, idx) in r.inserted for r in res.reports if r.batch_id != batch)  # and not pending elsewhere
 
 
 def test_a_whole_batch_deleted_from_the_store_is_named_from_the_ledger(store: Any) -> None:
     dsn, ledger_dir, trust = store
     _, _, _, _, batch = one_sealed_reading(dsn)
-    sql(dsn, "DELETE FROM readings WHERE batch_id = %s", (batch,))
+    sql(dsn, "DELETE FROM readings r USING batches b, unnest(b.leaf_devices, b.leaf_seqs, b.leaf_idxs) AS k(d, s, i) "
+             "WHERE b.batch_id = %s AND (r.device_id, r.seq, r.idx) = (k.d, k.s, k.i)", (batch,))
     sql(dsn, "DELETE FROM batches WHERE batch_id = %s", (batch,))
     res = check(dsn, ledger_dir, trust)
     k = kinds(res)
@@ -234,7 +250,7 @@ def test_late_reading_edited_before_sealing_is_refused_by_sealing_and_named(loca
                     seq_start={d.device: 10_000 for d in run.devices}, keys={d.device: d.key for d in run.devices})
     ingest_payloads(dsn, [(m.topic, m.payload) for m in late.messages()], now_ms=START + 13 * HOUR)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        dev, seq, idx = conn.execute("SELECT device_id, seq, idx FROM readings WHERE batch_id IS NULL "
+        dev, seq, idx = conn.execute("SELECT device_id, seq, idx FROM readings JOIN unsealed_frames USING (device_id, seq) "
                                      "ORDER BY device_id, seq, idx LIMIT 1").fetchone()  # type: ignore[misc]
         conn.execute("UPDATE readings SET power_w = power_w + 1 WHERE device_id = %s AND seq = %s AND idx = %s",
                      (dev, seq, idx))
@@ -269,8 +285,10 @@ def test_everything_resealed_onto_a_fresh_ledger_with_a_new_operator_key_is_refu
     dsn, ledger_dir, trust = local_store
     (ledger_dir / "ledger.jsonl").unlink()
     (ledger_dir / "operator.key").unlink()
-    sql(dsn, "UPDATE readings SET batch_id = NULL")
     sql(dsn, "DELETE FROM batches")
+    sql(dsn, "INSERT INTO unsealed_frames (device_id, seq, min_ts_ms, max_ts_ms) SELECT device_id, seq, "
+             "(extract(epoch FROM min(ts)) * 1000)::bigint, (extract(epoch FROM max(ts)) * 1000)::bigint FROM readings "
+             "GROUP BY 1, 2")
     assert seal_windows(dsn, LocalLedger.open(ledger_dir), now_ms=START + 7 * HOUR)
     assert check(dsn, ledger_dir, None).intact  # self-consistent: exactly why trust must be pinned
     with pytest.raises(LedgerMismatch, match="operator signature"):
@@ -314,10 +332,10 @@ HARMLESS = [
 ]
 HARMFUL = [
     "UPDATE readings SET energy_wh = energy_wh + 1 WHERE (device_id, seq, idx) IN "
-    "(SELECT device_id, seq, idx FROM readings WHERE batch_id IS NOT NULL ORDER BY device_id, seq, idx LIMIT 1 OFFSET {k})",
+    "(SELECT device_id, seq, idx FROM readings ORDER BY device_id, seq, idx LIMIT 1 OFFSET {k})",
     "DELETE FROM readings WHERE (device_id, seq, idx) IN "
     "(SELECT device_id, seq, idx FROM readings ORDER BY device_id, seq, idx LIMIT 1 OFFSET {k})",
-    "UPDATE readings SET batch_id = NULL WHERE (device_id, seq, idx) IN "
+    "UPDATE readings SET ts = ts + interval '1 hour' WHERE (device_id, seq, idx) IN "
     "(SELECT device_id, seq, idx FROM readings ORDER BY device_id, seq, idx LIMIT 1 OFFSET {k})",
     "UPDATE readings SET power_w = -power_w - 1 WHERE (device_id, seq, idx) IN "
     "(SELECT device_id, seq, idx FROM readings ORDER BY device_id, seq, idx LIMIT 1 OFFSET {k})",
@@ -325,11 +343,12 @@ HARMFUL = [
     "INSERT INTO readings (device_id, seq, idx, ts, channel, energy_wh, power_w) SELECT device_id, seq, idx + 500, ts, "
     "channel, energy_wh, power_w FROM readings ORDER BY device_id, seq, idx LIMIT 1 OFFSET {k}",
     "DELETE FROM frames WHERE (device_id, seq) IN (SELECT device_id, seq FROM frames ORDER BY 1, 2 LIMIT 1 OFFSET {k})",
+    "UPDATE batches SET leaf_seqs = leaf_seqs[2:] WHERE batch_id = (SELECT min(batch_id) FROM batches)",
 ]
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(ops=st.lists(st.tuples(st.booleans(), st.integers(0, 6), st.integers(0, 90)), min_size=1, max_size=4))
+@given(ops=st.lists(st.tuples(st.booleans(), st.integers(0, 7), st.integers(0, 90)), min_size=1, max_size=4))
 def test_verify_is_intact_iff_no_sealed_evidence_was_touched(template: Any, pg_server: Any, tmp_path_factory: Any,
                                                              ops: list[tuple[bool, int, int]]) -> None:
     _, ledger_dir, trust, _ = template
@@ -400,3 +419,25 @@ def test_a_trust_file_pinning_a_small_order_key_or_with_duplicate_members_is_ref
         parse_trust(b'{"format": "wattproof-trust/1", "operator_keys": [], "operator_keys": []}')
     with pytest.raises(TrustError, match="not a wattproof-trust/1"):
         parse_trust(b'{"format": "wattproof-trust/1", "operators": []}')
+
+
+def test_a_genuine_frame_stored_under_another_seq_backs_nothing_there(local_store: Any) -> None:
+    """Copy a validly signed frame's bytes (and its SHA-256) over another frame's row: the signature verifies,
+    but it is the signature of another (device, seq): that row's readings are not backed."""
+    dsn, ledger_dir, trust = local_store
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        (dev, a), (_, b) = conn.execute("SELECT device_id, seq FROM frames ORDER BY device_id, seq LIMIT 2").fetchall()
+        conn.execute("UPDATE frames t SET raw_zstd = s.raw_zstd, frame_sha256 = s.frame_sha256 FROM frames s "
+                     "WHERE s.device_id = %s AND s.seq = %s AND t.device_id = %s AND t.seq = %s", (dev, a, dev, b))
+    res = check(dsn, ledger_dir, trust)
+    k = kinds(res)
+    assert (dev, b) in k[complete.FRAME_INVALID] and not res.intact
+    assert any(ref[:2] == (dev, b) for ref in k[complete.READING_UNBACKED])
+
+
+def test_a_batch_record_with_leaf_arrays_of_different_lengths_is_named_not_a_crash(store: Any) -> None:
+    dsn, ledger_dir, trust = store
+    _, _, _, _, batch = one_sealed_reading(dsn)
+    sql(dsn, "UPDATE batches SET leaf_seqs = leaf_seqs[2:] WHERE batch_id = %s", (batch,))
+    res = check(dsn, ledger_dir, trust)
+    assert [r.status for r in res.reports if r.batch_id == batch] == ["tampered"] and not res.intact

@@ -1,0 +1,223 @@
+"""The sealing queue's frames and readings, loaded and checked against the signed bytes in bulk.
+
+Owns ``load_queue``: in the caller's snapshot, the queued frames (``unsealed_frames``, filled by the ingest
+writer) with readings in complete windows, their stored bytes and all their readings as columns; and
+``backed``: which of those readings a valid signed frame holds exactly (invariant 1, docs/proofs.md).
+A frame is *backed* when its stored bytes hash to the recorded SHA-256, carry the registered device's
+valid signature (native check, the reference for what it does not prove) and equal the canonical frame
+rebuilt from its stored readings (``ledger.framewriter``) — one comparison per frame. Frames that differ
+are decided reading by reading by the reference (strict decode, per-reading comparison), so a single
+edited reading refuses only itself. Pure apart from the two COPYs in ``load_queue``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import psycopg
+import zstandard
+
+from firmware_sim.wire import MAX_FRAME_BYTES, WireError, decode_frame, verify_signature
+from ledger import nativelib
+from ledger.bulk import StringTable
+from ledger.framewriter import equal_frames, write_frames
+from ledger.pgbinary import Rows, copy_out
+
+CHANNELS = ["export", "import", "pv"]  # codes sort like the names (the schema's CHECK)
+_EPOCH_2000_US = 946_684_800_000_000
+
+FRAMES_QUERY = """
+SELECT (dv.dno - 1)::int4, f.seq, f.sent_ms, f.frame_sha256, f.raw_zstd
+FROM unnest(%(d)s::text[], %(s)s::bigint[]) AS k(device_id, seq) JOIN frames f USING (device_id, seq)
+JOIN unnest(%(devs)s::text[]) WITH ORDINALITY AS dv(device_id, dno) USING (device_id)
+"""
+READINGS_QUERY = """
+SELECT (dv.dno - 1)::int4, count(*)::int4, array_agg(r.seq), array_agg(r.idx), array_agg(r.ts),
+       array_agg(CASE r.channel WHEN 'export' THEN 0 WHEN 'import' THEN 1 WHEN 'pv' THEN 2 ELSE 3 END::int2),
+       array_agg(r.energy_wh), array_agg(r.power_w)
+FROM readings r JOIN unnest(%(d)s::text[], %(s)s::bigint[]) AS k(device_id, seq) USING (device_id, seq)
+JOIN unnest(%(devs)s::text[]) WITH ORDINALITY AS dv(device_id, dno) USING (device_id)
+WHERE r.ts >= %(lo)s AND r.ts <= %(hi)s AND (%(only)s::text[] IS NULL OR r.device_id = ANY(%(only)s))
+GROUP BY dv.dno
+"""
+
+
+@dataclass
+class Queued:
+    """The queued frames (by row of ``frames``) and their stored readings (columns, sorted by device, seq, idx)."""
+
+    devices: list[str]  # codes index this (sorted)
+    frames: Rows  # (dno, seq, sent_ms, sha, raw_zstd)
+    f_dev: np.ndarray
+    f_seq: np.ndarray
+    dev: np.ndarray
+    seq: np.ndarray
+    idx: np.ndarray
+    ts_ms: np.ndarray
+    ch: np.ndarray
+    e: np.ndarray
+    p: np.ndarray
+    frame_row: np.ndarray  # per reading: its row in ``frames``, or -1
+
+
+def _readings_in_snapshot(dsn: str, snapshot: str, params: dict[str, Any]) -> np.ndarray:
+    from ledger.replay import _enter_snapshot
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        _enter_snapshot(conn, snapshot)
+        out = copy_out(conn, READINGS_QUERY, params)
+        conn.execute("COMMIT")
+    return out
+
+
+def load_queue(conn: psycopg.Connection[Any], dsn: str, snapshot: str, devices: list[str],
+               keys: list[tuple[str, int]], lo_ms: int, hi_ms: int) -> Queued:
+    """The frames ``keys`` and all their readings (two halves of the devices on two connections)."""
+    from datetime import UTC, datetime
+
+    d = [k[0] for k in keys]
+    s = [k[1] for k in keys]
+    lo = datetime.fromtimestamp(lo_ms / 1000, UTC)
+    hi = datetime.fromtimestamp(hi_ms / 1000, UTC)
+    half = len(devices) // 2
+    params = {"d": d, "s": s, "devs": devices, "lo": lo, "hi": hi}
+    with ThreadPoolExecutor(1) as side:
+        second = side.submit(_readings_in_snapshot, dsn, snapshot, {**params, "only": devices[half:]}) if half else None
+        frames = Rows(copy_out(conn, FRAMES_QUERY, params), 5)
+        rows = [Rows(copy_out(conn, READINGS_QUERY, {**params, "only": devices[:half] if half else None}), 8)]
+        if second is not None:
+            rows.append(Rows(second.result(), 8))
+    return assemble(devices, frames, rows)
+
+
+def assemble(devices: list[str], frames: Rows, rows: list[Rows]) -> Queued:
+    """Frames (``FRAMES_QUERY`` columns) and readings (``READINGS_QUERY`` rows) as a ``Queued``: readings sorted
+    by (device, seq, idx), each with its frame's row."""
+    cols = _columns(rows)
+    f_dev, f_seq = frames.ints(0), frames.ints(1)
+    order = np.lexsort((cols["idx"], cols["seq"], cols["dev"]))
+    for k in cols:
+        cols[k] = cols[k][order]
+    fkey = f_dev.astype(np.int64) * (1 << 40) + f_seq
+    forder = np.argsort(fkey, kind="stable")
+    rkey = cols["dev"] * (1 << 40) + cols["seq"]
+    pos = np.searchsorted(fkey[forder], rkey)
+    pos_c = np.minimum(pos, max(len(forder) - 1, 0))
+    hit = (pos < len(forder)) & (fkey[forder][pos_c] == rkey) if len(forder) else np.zeros(len(rkey), bool)
+    frame_row = np.where(hit, forder[pos_c] if len(forder) else 0, -1)
+    rel = cols["us"] + _EPOCH_2000_US
+    ts_ms = np.where(rel >= 0, (rel + 500) // 1000, -((-rel + 500) // 1000))
+    return Queued(devices, frames, f_dev, f_seq, cols["dev"], cols["seq"], cols["idx"], ts_ms, cols["ch"], cols["e"],
+                  cols["p"], frame_row)
+
+
+def _columns(rows: list[Rows]) -> dict[str, np.ndarray]:
+    counts = [r.ints(1) for r in rows]
+    total = int(sum(int(c.sum()) for c in counts))
+    out: dict[str, np.ndarray] = {"dev": np.concatenate([np.repeat(r.ints(0), c) for r, c in zip(rows, counts, strict=True)])
+                                  if rows else np.zeros(0, np.int64)}
+    for k, name in enumerate(("seq", "idx", "us", "ch", "e", "p"), start=2):
+        col = np.empty(total, np.int64)
+        at = 0
+        for r, c in zip(rows, counts, strict=True):
+            got, _ = r.array_ints_into(k, col[at:at + int(c.sum())])
+            at += got
+        out[name] = col
+    out["dev"] = out["dev"].astype(np.int64)
+    return out
+
+
+def backed(q: Queued, site_of_dev: list[str], keys: list[bytes | None]) -> np.ndarray:
+    """Per reading of ``q``: does a valid signed frame hold exactly it (see the module docstring)?"""
+    return check(q, site_of_dev, keys)[0]
+
+
+def check(q: Queued, site_of_dev: list[str], keys: list[bytes | None],
+          proven: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[bytes]]:
+    """(per reading: backed; per frame: valid — readable, its recorded SHA-256, a valid signature; per frame:
+    its stored readings rebuild it exactly; per frame: its raw bytes). ``proven``: frames already proven
+    valid by the caller (their signature is not checked again)."""
+    fr = q.frames
+    n_f = len(fr)
+    ok_reading = np.zeros(len(q.seq), bool)
+    if n_f == 0:
+        return ok_reading, np.zeros(0, bool), np.zeros(0, bool), []
+    raw_off, raw_len, sha_off, sha_len = fr.off[:, 4], fr.ln[:, 4], fr.off[:, 3], fr.ln[:, 3]
+    f_dev = q.f_dev.astype(np.int32)
+    if proven is None and nativelib.LIB is not None:
+        proven = nativelib.check_frames(fr.buf, raw_off, raw_len, sha_off, sha_len, keys, f_dev, MAX_FRAME_BYTES, 2)
+    elif proven is None:
+        proven = np.zeros(n_f, bool)
+    unz = zstandard.ZstdDecompressor()
+    raws: list[bytes] = []
+    sig_at = np.zeros(n_f, np.int64)
+    sig_len = np.zeros(n_f, np.int64)
+    valid = np.zeros(n_f, bool)
+    buf = fr.buf
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    pubs: dict[int, Any] = {}
+    for i in range(n_f):
+        try:
+            raw = unz.decompress(buf[raw_off[i]:raw_off[i] + raw_len[i]].tobytes(), max_output_size=MAX_FRAME_BYTES)
+        except zstandard.ZstdError:
+            raws.append(b"")
+            continue
+        raws.append(raw)
+        if not proven[i]:
+            # the reference decides (and a frame the reference refuses backs nothing)
+            key = keys[f_dev[i]] if 0 <= f_dev[i] < len(keys) else None
+            if key is None or hashlib.sha256(raw).digest() != buf[sha_off[i]:sha_off[i] + sha_len[i]].tobytes():
+                continue
+            try:
+                pub = pubs.setdefault(int(f_dev[i]), Ed25519PublicKey.from_public_bytes(key))
+                verify_signature(decode_frame(raw), pub)
+            except (WireError, ValueError):
+                continue
+        a = raw.find(b',"sig":"')
+        if a < 0:
+            continue
+        sig_at[i], sig_len[i] = a + 8, 86
+        valid[i] = True
+    offs = np.zeros(n_f + 1, np.int64)
+    offs[1:] = np.cumsum([len(r) for r in raws])
+    rawbuf = np.frombuffer(b"".join(raws), np.uint8)
+    # readings grouped by frame row (they are sorted by device, seq, idx; frames by row need their runs)
+    has = q.frame_row >= 0
+    rows_r = q.frame_row[has]
+    rpos = np.flatnonzero(has)
+    counts = np.bincount(rows_r, minlength=n_f)
+    order = np.argsort(rows_r, kind="stable")  # by frame row, then (idx) as sorted
+    rsel = rpos[order]
+    first = np.zeros(n_f + 1, np.int64)
+    first[1:] = np.cumsum(counts)
+    contiguous = np.ones(n_f, bool)
+    expect_idx = np.arange(len(rsel)) - np.repeat(first[:-1], counts)
+    bad_idx = q.idx[rsel] != expect_idx
+    if bad_idx.any():
+        contiguous[np.unique(q.frame_row[rsel[bad_idx]])] = False
+    sites = sorted(set(site_of_dev))
+    site_code = np.array([sites.index(s) for s in site_of_dev], np.int64)
+    built, boffs = write_frames(StringTable.of_json(q.devices), StringTable.of_json(sites), StringTable.of_json(CHANNELS),
+                                q.f_dev, site_code[q.f_dev], q.f_seq, fr.ints(2), rawbuf, offs[:-1] + sig_at, sig_len,
+                                first, np.minimum(q.ch[rsel], 2), q.e[rsel], q.p[rsel], q.ts_ms[rsel])
+    odd_channel = np.bincount(q.frame_row[rsel][q.ch[rsel] > 2], minlength=n_f) > 0 if len(rsel) else np.zeros(n_f, bool)
+    same = equal_frames(built, boffs, rawbuf, offs[:-1], np.diff(offs)) & valid & contiguous & ~odd_channel
+    ok_reading[rsel] = np.repeat(same, counts)
+    for i in np.flatnonzero(valid & ~same & (counts > 0)):  # the reference names the readings that differ
+        frame = decode_frame(raws[i])
+        if (frame.device, frame.seq) != (q.devices[int(q.f_dev[i])], int(q.f_seq[i])):
+            valid[i] = False  # a genuine frame stored under another (device, seq) backs nothing there
+            continue
+        for j in rsel[first[i]:first[i + 1]]:
+            k = int(q.idx[j])
+            if 0 <= k < len(frame.readings):
+                r = frame.readings[k]
+                ch = int(q.ch[j])
+                ok_reading[j] = (ch <= 2 and (r.ts_ms, r.channel, r.energy_wh, r.power_w)
+                                 == (int(q.ts_ms[j]), CHANNELS[ch], int(q.e[j]), int(q.p[j])))
+    return ok_reading, valid, same, raws
