@@ -15,7 +15,6 @@ Each violation is a ``Problem`` naming the reading, frame, batch or device. Pure
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,10 +26,8 @@ import zstandard
 from firmware_sim.wire import (
     READING_AFTER_SEND_MS,
     READING_HISTORY_MS,
-    WireError,
     b64url,
     decode_frame,
-    verify_signature,
 )
 from ledger.backend import LedgerBackend
 from ledger.trust import Trust
@@ -167,20 +164,15 @@ def check_rows(dsn: str, backend: LedgerBackend, trust: Trust | None, site: str 
 
 def _frame_problem(raw_z: bytes, sha: bytes, dev: str, seq: int, key: Any, unz: zstandard.ZstdDecompressor,
                    signed: dict[Key, tuple[int, str, int, int]], lo: int | None, hi: int | None) -> str | None:
-    """Check one stored frame; when valid, add its readings in scope to ``signed``."""
-    try:
-        raw = unz.decompress(raw_z)
-    except zstandard.ZstdError:
-        return "stored frame bytes are not readable"
-    if hashlib.sha256(raw).digest() != sha:
-        return "stored frame bytes do not match their recorded SHA-256"
+    """Check one stored frame (``ledger.verify.frame_problem``); when valid, add its readings in scope to ``signed``."""
+    from ledger.verify import frame_problem
+
     if key is None:
         return "no key to check the device's signature with"
-    try:
-        frame = decode_frame(raw)
-        verify_signature(frame, key)
-    except WireError as exc:
-        return f"{exc.reason}: {exc.detail}"
+    why = frame_problem(raw_z, sha, key, unz)
+    if why is not None:
+        return why
+    frame = decode_frame(unz.decompress(raw_z))
     if (frame.device, frame.seq) != (dev, seq):
         return f"the signed frame is {frame.device} seq {frame.seq}, stored as {dev} seq {seq}"
     for i, r in enumerate(frame.readings):

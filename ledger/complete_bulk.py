@@ -124,7 +124,8 @@ def _frame_problems(q: Queued, valid: np.ndarray, raws: list[bytes], keys: dict[
         raw_z = fr.buf[fr.off[i, 4]:fr.off[i, 4] + max(int(fr.ln[i, 4]), 0)].tobytes()
         sha = fr.buf[fr.off[i, 3]:fr.off[i, 3] + max(int(fr.ln[i, 3]), 0)].tobytes()
         key = keys.get(dev)
-        why = frame_problem(raw_z, sha, Ed25519PublicKey.from_public_bytes(key) if key else None, unz)
+        why = frame_problem(raw_z, sha, Ed25519PublicKey.from_public_bytes(key), unz) if key else \
+            "no key to check the device's signature with"
         if why is None and raws[i]:
             f = decode_frame(raws[i])
             if (f.device, f.seq) != (dev, int(q.f_seq[i])):
