@@ -18,9 +18,8 @@ Must not: read the store or a ledger, or create keys.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import msgspec
 
@@ -58,25 +57,17 @@ class Trust(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return msgspec.json.format(msgspec.json.encode(self), indent=1)
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise TrustError(f"duplicate member {k!r}")
-        out[k] = v
-    return out
-
-
 def parse_trust(data: bytes, where: str = "trust file") -> Trust:
     """A trust document from bytes (strict: duplicate members, unknown fields and NaN refused)."""
-    def bad_constant(name: str) -> Any:
-        raise TrustError(f"{name} is not JSON")
+    from ledger.canonical import StrictJSONError, loads_strict
+
     try:
-        doc = json.loads(data, object_pairs_hook=_no_duplicates, parse_constant=bad_constant)
-        trust = msgspec.convert(doc, Trust)
-    except TrustError as exc:
+        doc = loads_strict(data)  # I-JSON: duplicate members, NaN, invalid UTF-8 refused
+    except StrictJSONError as exc:
         raise TrustError(f"{where}: {exc}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, msgspec.ValidationError) as exc:
+    try:
+        trust = msgspec.convert(doc, Trust)
+    except msgspec.ValidationError as exc:
         raise TrustError(f"{where}: not a {FORMAT} document ({exc})") from None
     if trust.format != FORMAT:
         raise TrustError(f"{where}: format is {trust.format!r}, expected {FORMAT!r}")
