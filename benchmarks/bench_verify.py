@@ -20,8 +20,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import zstandard
@@ -67,6 +69,13 @@ def _sim_kw() -> dict[str, int]:
     return {} if _FRAME_READINGS is None else {"frame_readings": _FRAME_READINGS}
 
 
+def _sent_clock(plan: Any) -> Callable[[], int]:
+    """The device's clock as each frame leaves: one second after the frame's last reading (the wire format
+    bounds a frame's readings to a window before its ``sent_ms``; the simulator asks once per frame, in order)."""
+    sends = iter([int(plan.ts_ms[chunk[-1]]) + 1000 for chunk in plan.frames])
+    return lambda: next(sends)
+
+
 def _load_part(args: tuple[str, int, int]) -> tuple[int, int]:
     """COPY the frames and readings of every ``parts``-th device of the fork-inherited simulation."""
     dsn, part, parts = args
@@ -76,7 +85,7 @@ def _load_part(args: tuple[str, int, int]) -> tuple[int, int]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         for plan in _SIM._plans[part::parts]:
             frames, readings, queue = [], [], []
-            for m in _device_messages(plan, _SIM._clock):
+            for m in _device_messages(plan, _sent_clock(plan)):
                 f = decode_frame(m.payload)
                 frames.append((f.device, f.seq, f.sent_ms, hashlib.sha256(m.payload).digest(), z.compress(m.payload),
                                len(f.readings)))
