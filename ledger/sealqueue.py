@@ -30,11 +30,41 @@ from ledger.pgbinary import Rows, copy_out
 CHANNELS = ["export", "import", "pv"]  # codes sort like the names (the schema's CHECK)
 _EPOCH_2000_US = 946_684_800_000_000
 
-FRAMES_QUERY = """
-SELECT (dv.dno - 1)::int4, f.seq, f.sent_ms, f.frame_sha256, f.raw_zstd
+#: Frames come as arrays (one row per device and block of 1,024 seqs): psycopg hands COPY output over one row at a
+#: time (~30 µs each), so a row per frame would cost more than checking it.
+FRAME_ARRAYS = ("SELECT (dv.dno - 1)::int4, count(*)::int4, array_agg(f.seq), array_agg(f.sent_ms), "
+                "array_agg(f.frame_sha256), array_agg(f.raw_zstd) ")
+FRAMES_QUERY = FRAME_ARRAYS + """
 FROM unnest(%(d)s::text[], %(s)s::bigint[]) AS k(device_id, seq) JOIN frames f USING (device_id, seq)
 JOIN unnest(%(devs)s::text[]) WITH ORDINALITY AS dv(device_id, dno) USING (device_id)
+GROUP BY dv.dno, f.seq / 1024
 """
+
+
+class FrameRows:
+    """The frames of a ``FRAME_ARRAYS`` COPY, addressed like ``pgbinary.Rows`` of the columns
+    (device code, seq, sent_ms, SHA-256, zstd bytes): ``ints(0..2)``, ``off``/``ln`` columns 3 and 4, ``buf``."""
+
+    def __init__(self, buf: np.ndarray) -> None:
+        rows = Rows(buf, 6)
+        self.buf = buf
+        counts = rows.ints(1) if len(rows) else np.zeros(0, np.int64)
+        n = int(counts.sum())
+        self._ints = [np.repeat(rows.ints(0), counts) if len(rows) else np.zeros(0, np.int64),
+                      rows.array_ints(2, n)[0] if n else np.zeros(0, np.int64),
+                      rows.array_ints(3, n)[0] if n else np.zeros(0, np.int64)]
+        self.off = np.zeros((n, 5), np.int64)
+        self.ln = np.zeros((n, 5), np.int64)
+        if n:
+            for k in (4, 5):
+                eo, el, _ = rows.array_elems(k, n)
+                self.off[:, k - 1], self.ln[:, k - 1] = eo, el
+
+    def __len__(self) -> int:
+        return len(self._ints[0])
+
+    def ints(self, col: int) -> np.ndarray:
+        return self._ints[col]
 READINGS_QUERY = """
 SELECT (dv.dno - 1)::int4, count(*)::int4, array_agg(r.seq), array_agg(r.idx), array_agg(r.ts),
        array_agg(CASE r.channel WHEN 'export' THEN 0 WHEN 'import' THEN 1 WHEN 'pv' THEN 2 ELSE 3 END::int2),
@@ -51,7 +81,7 @@ class Queued:
     """The queued frames (by row of ``frames``) and their stored readings (columns, sorted by device, seq, idx)."""
 
     devices: list[str]  # codes index this (sorted)
-    frames: Rows  # (dno, seq, sent_ms, sha, raw_zstd)
+    frames: FrameRows  # (dno, seq, sent_ms, sha, raw_zstd)
     f_dev: np.ndarray
     f_seq: np.ndarray
     dev: np.ndarray
@@ -87,14 +117,14 @@ def load_queue(conn: psycopg.Connection[Any], dsn: str, snapshot: str, devices: 
     params = {"d": d, "s": s, "devs": devices, "lo": lo, "hi": hi}
     with ThreadPoolExecutor(1) as side:
         second = side.submit(_readings_in_snapshot, dsn, snapshot, {**params, "only": devices[half:]}) if half else None
-        frames = Rows(copy_out(conn, FRAMES_QUERY, params), 5)
+        frames = FrameRows(copy_out(conn, FRAMES_QUERY, params))
         rows = [Rows(copy_out(conn, READINGS_QUERY, {**params, "only": devices[:half] if half else None}), 8)]
         if second is not None:
             rows.append(Rows(second.result(), 8))
     return assemble(devices, frames, rows)
 
 
-def assemble(devices: list[str], frames: Rows, rows: list[Rows]) -> Queued:
+def assemble(devices: list[str], frames: FrameRows, rows: list[Rows]) -> Queued:
     """Frames (``FRAMES_QUERY`` columns) and readings (``READINGS_QUERY`` rows) as a ``Queued``: readings sorted
     by (device, seq, idx), each with its frame's row."""
     cols = _columns(rows)
