@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from firmware_sim.wire import decode_frame
+from firmware_sim.wire import WireError, decode_frame
 from ledger import complete as c
 from ledger.backend import LedgerBackend
 from ledger.pgbinary import Rows, copy_out
@@ -127,9 +127,13 @@ def _frame_problems(q: Queued, valid: np.ndarray, raws: list[bytes], keys: dict[
         why = frame_problem(raw_z, sha, Ed25519PublicKey.from_public_bytes(key), unz) if key else \
             "no key to check the device's signature with"
         if why is None and raws[i]:
-            f = decode_frame(raws[i])
-            if (f.device, f.seq) != (dev, int(q.f_seq[i])):
-                why = f"the signed frame is {f.device} seq {f.seq}, stored as {dev} seq {int(q.f_seq[i])}"
+            try:
+                f = decode_frame(raws[i])
+            except WireError as exc:
+                why = f"{exc.reason}: {exc.detail}"
+            else:
+                if (f.device, f.seq) != (dev, int(q.f_seq[i])):
+                    why = f"the signed frame is {f.device} seq {f.seq}, stored as {dev} seq {int(q.f_seq[i])}"
         why = why or "not a canonical wattproof frame with one sig member"
         out.append(c.Problem(c.FRAME_INVALID, "frame", (dev, int(q.f_seq[i])), why))
     return out
