@@ -321,3 +321,13 @@ def verify_signature(frame: Frame, public_key: SignatureVerifier | bytes) -> Non
         raise WireError(BAD_SIGNATURE, f"device {frame.device!r} has an unusable public key: {problem}")
     if not ed25519.verify(raw, sig, canonical_bytes(frame)):
         raise WireError(BAD_SIGNATURE, f"Ed25519 signature does not match device {frame.device!r}")
+
+
+def verify_signed_frame(frame: Frame, public_key: SignatureVerifier | bytes) -> None:
+    """The evidence reading of a decoded frame (sealing, ``verify``, proof bundles): the device's signature
+    and the reading window. Raises ``WireError`` (``bad_signature`` or ``reading_window``). Ingest checks the
+    same two in its own order (the window after the clock checks), so a frame it stored passes this."""
+    verify_signature(frame, public_key)
+    why = reading_window_problem(frame)
+    if why is not None:
+        raise WireError(READING_WINDOW, why)

@@ -22,7 +22,7 @@ import msgspec
 import rfc8785
 
 from firmware_sim import ed25519
-from firmware_sim.wire import WireError, b64url, decode_frame, verify_signature
+from firmware_sim.wire import WireError, b64url, decode_frame, verify_signed_frame
 from ledger import merkle
 from ledger.backend import BatchHeader, decode_header, header_bytes
 from ledger.canonical import LEAF_VERSION, Leaf, leaf_bytes, loads_strict
@@ -265,9 +265,10 @@ class _Checker:
         if dev_key is None:
             return None
         try:
-            verify_signature(frame, dev_key)
+            verify_signed_frame(frame, dev_key)
         except WireError as exc:
-            return self.bad(f"{where}: device signature does not verify ({exc.reason})")
+            return self.bad(f"{where}: device signature does not verify ({exc.reason})" if exc.reason != "reading_window"
+                            else f"{where}: refused by the wire format ({exc})")
         f.ok = True
         return None
 

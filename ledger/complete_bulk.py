@@ -17,20 +17,20 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from firmware_sim.wire import decode_frame
+from firmware_sim.wire import WireError, decode_frame
 from ledger import complete as c
 from ledger.backend import LedgerBackend
 from ledger.pgbinary import Rows, copy_out
-from ledger.sealqueue import CHANNELS, Queued, assemble
+from ledger.sealqueue import CHANNELS, FRAME_ARRAYS, FrameRows, Queued, assemble
 from ledger.sealqueue import check as check_frames_and_readings
 from ledger.trust import Trust
 
-SCOPE_FRAMES = """
-SELECT (dv.dno - 1)::int4, f.seq, f.sent_ms, f.frame_sha256, f.raw_zstd
+SCOPE_FRAMES = FRAME_ARRAYS + """
 FROM frames f JOIN unnest(%(devs)s::text[]) WITH ORDINALITY AS dv(device_id, dno) USING (device_id)
 WHERE f.device_id = ANY(%(scope)s)
   AND (%(lo)s::bigint IS NULL OR f.sent_ms >= %(lo)s - %(after)s)
   AND (%(hi)s::bigint IS NULL OR f.sent_ms < %(hi)s + %(before)s)
+GROUP BY dv.dno, f.seq / 1024
 """
 SCOPE_READINGS = """
 SELECT (dv.dno - 1)::int4, count(*)::int4, array_agg(r.seq), array_agg(r.idx), array_agg(r.ts),
@@ -96,13 +96,13 @@ def _readings_in_snapshot(dsn: str, snapshot: str, params: dict[str, Any]) -> np
 
 
 def _frames_checked(dsn: str, snapshot: str, params: dict[str, Any],
-                    keys: list[bytes | None]) -> tuple[Rows, np.ndarray | None]:
+                    keys: list[bytes | None]) -> tuple[FrameRows, np.ndarray | None]:
     """The frames in scope, and which of them the native check proves (None without the library)."""
     from firmware_sim.wire import MAX_FRAME_BYTES
     from ledger import nativelib
     from ledger.replay import _copy_in_snapshot
 
-    frames = Rows(_copy_in_snapshot(dsn, snapshot, SCOPE_FRAMES, params), 5)
+    frames = FrameRows(_copy_in_snapshot(dsn, snapshot, SCOPE_FRAMES, params))
     if nativelib.LIB is None or len(frames) == 0:
         return frames, None
     return frames, nativelib.check_frames(frames.buf, frames.off[:, 4], frames.ln[:, 4], frames.off[:, 3],
@@ -127,9 +127,13 @@ def _frame_problems(q: Queued, valid: np.ndarray, raws: list[bytes], keys: dict[
         why = frame_problem(raw_z, sha, Ed25519PublicKey.from_public_bytes(key), unz) if key else \
             "no key to check the device's signature with"
         if why is None and raws[i]:
-            f = decode_frame(raws[i])
-            if (f.device, f.seq) != (dev, int(q.f_seq[i])):
-                why = f"the signed frame is {f.device} seq {f.seq}, stored as {dev} seq {int(q.f_seq[i])}"
+            try:
+                f = decode_frame(raws[i])
+            except WireError as exc:
+                why = f"{exc.reason}: {exc.detail}"
+            else:
+                if (f.device, f.seq) != (dev, int(q.f_seq[i])):
+                    why = f"the signed frame is {f.device} seq {f.seq}, stored as {dev} seq {int(q.f_seq[i])}"
         why = why or "not a canonical wattproof frame with one sig member"
         out.append(c.Problem(c.FRAME_INVALID, "frame", (dev, int(q.f_seq[i])), why))
     return out

@@ -21,7 +21,13 @@ import numpy as np
 import psycopg
 import zstandard
 
-from firmware_sim.wire import MAX_FRAME_BYTES, WireError, decode_frame, verify_signature
+from firmware_sim.wire import (
+    MAX_FRAME_BYTES,
+    WireError,
+    decode_frame,
+    reading_window_problem,
+    verify_signed_frame,
+)
 from ledger import nativelib
 from ledger.bulk import StringTable
 from ledger.framewriter import equal_frames, write_frames
@@ -30,11 +36,41 @@ from ledger.pgbinary import Rows, copy_out
 CHANNELS = ["export", "import", "pv"]  # codes sort like the names (the schema's CHECK)
 _EPOCH_2000_US = 946_684_800_000_000
 
-FRAMES_QUERY = """
-SELECT (dv.dno - 1)::int4, f.seq, f.sent_ms, f.frame_sha256, f.raw_zstd
+#: Frames come as arrays (one row per device and block of 1,024 seqs): psycopg hands COPY output over one row at a
+#: time (~30 µs each), so a row per frame would cost more than checking it.
+FRAME_ARRAYS = ("SELECT (dv.dno - 1)::int4, count(*)::int4, array_agg(f.seq), array_agg(f.sent_ms), "
+                "array_agg(f.frame_sha256), array_agg(f.raw_zstd) ")
+FRAMES_QUERY = FRAME_ARRAYS + """
 FROM unnest(%(d)s::text[], %(s)s::bigint[]) AS k(device_id, seq) JOIN frames f USING (device_id, seq)
 JOIN unnest(%(devs)s::text[]) WITH ORDINALITY AS dv(device_id, dno) USING (device_id)
+GROUP BY dv.dno, f.seq / 1024
 """
+
+
+class FrameRows:
+    """The frames of a ``FRAME_ARRAYS`` COPY, addressed like ``pgbinary.Rows`` of the columns
+    (device code, seq, sent_ms, SHA-256, zstd bytes): ``ints(0..2)``, ``off``/``ln`` columns 3 and 4, ``buf``."""
+
+    def __init__(self, buf: np.ndarray) -> None:
+        rows = Rows(buf, 6)
+        self.buf = buf
+        counts = rows.ints(1) if len(rows) else np.zeros(0, np.int64)
+        n = int(counts.sum())
+        self._ints = [np.repeat(rows.ints(0), counts) if len(rows) else np.zeros(0, np.int64),
+                      rows.array_ints(2, n)[0] if n else np.zeros(0, np.int64),
+                      rows.array_ints(3, n)[0] if n else np.zeros(0, np.int64)]
+        self.off = np.zeros((n, 5), np.int64)
+        self.ln = np.zeros((n, 5), np.int64)
+        if n:
+            for k in (4, 5):
+                eo, el, _ = rows.array_elems(k, n)
+                self.off[:, k - 1], self.ln[:, k - 1] = eo, el
+
+    def __len__(self) -> int:
+        return len(self._ints[0])
+
+    def ints(self, col: int) -> np.ndarray:
+        return self._ints[col]
 READINGS_QUERY = """
 SELECT (dv.dno - 1)::int4, count(*)::int4, array_agg(r.seq), array_agg(r.idx), array_agg(r.ts),
        array_agg(CASE r.channel WHEN 'export' THEN 0 WHEN 'import' THEN 1 WHEN 'pv' THEN 2 ELSE 3 END::int2),
@@ -51,7 +87,7 @@ class Queued:
     """The queued frames (by row of ``frames``) and their stored readings (columns, sorted by device, seq, idx)."""
 
     devices: list[str]  # codes index this (sorted)
-    frames: Rows  # (dno, seq, sent_ms, sha, raw_zstd)
+    frames: FrameRows  # (dno, seq, sent_ms, sha, raw_zstd)
     f_dev: np.ndarray
     f_seq: np.ndarray
     dev: np.ndarray
@@ -87,14 +123,14 @@ def load_queue(conn: psycopg.Connection[Any], dsn: str, snapshot: str, devices: 
     params = {"d": d, "s": s, "devs": devices, "lo": lo, "hi": hi}
     with ThreadPoolExecutor(1) as side:
         second = side.submit(_readings_in_snapshot, dsn, snapshot, {**params, "only": devices[half:]}) if half else None
-        frames = Rows(copy_out(conn, FRAMES_QUERY, params), 5)
+        frames = FrameRows(copy_out(conn, FRAMES_QUERY, params))
         rows = [Rows(copy_out(conn, READINGS_QUERY, {**params, "only": devices[:half] if half else None}), 8)]
         if second is not None:
             rows.append(Rows(second.result(), 8))
     return assemble(devices, frames, rows)
 
 
-def assemble(devices: list[str], frames: Rows, rows: list[Rows]) -> Queued:
+def assemble(devices: list[str], frames: FrameRows, rows: list[Rows]) -> Queued:
     """Frames (``FRAMES_QUERY`` columns) and readings (``READINGS_QUERY`` rows) as a ``Queued``: readings sorted
     by (device, seq, idx), each with its frame's row."""
     cols = _columns(rows)
@@ -168,14 +204,18 @@ def check(q: Queued, site_of_dev: list[str], keys: list[bytes | None],
             raws.append(b"")
             continue
         raws.append(raw)
+        # the bytes compared below are the bytes hashed: one zstd frame, whose content is what was recorded (the
+        # native check decompresses every concatenated zstd frame; python-zstandard reads only the first)
+        if hashlib.sha256(raw).digest() != buf[sha_off[i]:sha_off[i] + sha_len[i]].tobytes():
+            continue
         if not proven[i]:
             # the reference decides (and a frame the reference refuses backs nothing)
             key = keys[f_dev[i]] if 0 <= f_dev[i] < len(keys) else None
-            if key is None or hashlib.sha256(raw).digest() != buf[sha_off[i]:sha_off[i] + sha_len[i]].tobytes():
+            if key is None:
                 continue
             try:
                 pub = pubs.setdefault(int(f_dev[i]), Ed25519PublicKey.from_public_bytes(key))
-                verify_signature(decode_frame(raw), pub)
+                verify_signed_frame(decode_frame(raw), pub)
             except (WireError, ValueError):
                 continue
         a = raw.find(b',"sig":"')
@@ -206,10 +246,17 @@ def check(q: Queued, site_of_dev: list[str], keys: list[bytes | None],
                                 q.f_dev, site_code[q.f_dev], q.f_seq, fr.ints(2), rawbuf, offs[:-1] + sig_at, sig_len,
                                 first, np.minimum(q.ch[rsel], 2), q.e[rsel], q.p[rsel], q.ts_ms[rsel])
     odd_channel = np.bincount(q.frame_row[rsel][q.ch[rsel] > 2], minlength=n_f) > 0 if len(rsel) else np.zeros(n_f, bool)
-    same = equal_frames(built, boffs, rawbuf, offs[:-1], np.diff(offs)) & valid & contiguous & ~odd_channel
+    same = (equal_frames(built, boffs, rawbuf, offs[:-1], np.diff(offs)) & valid & contiguous & ~odd_channel
+            & _within_schema(q, rsel, first, counts, fr.ints(2)))
     ok_reading[rsel] = np.repeat(same, counts)
-    for i in np.flatnonzero(valid & ~same & (counts > 0)):  # the reference names the readings that differ
-        frame = decode_frame(raws[i])
+    for i in np.flatnonzero(valid & ~same):  # the reference decides these frames and names the readings that differ
+        try:
+            frame = decode_frame(raws[i])
+        except WireError:
+            frame = None
+        if frame is None or reading_window_problem(frame) is not None:
+            valid[i] = False  # signed by the key holder, but not a frame the wire format admits: backs nothing
+            continue
         if (frame.device, frame.seq) != (q.devices[int(q.f_dev[i])], int(q.f_seq[i])):
             valid[i] = False  # a genuine frame stored under another (device, seq) backs nothing there
             continue
@@ -221,3 +268,34 @@ def check(q: Queued, site_of_dev: list[str], keys: list[bytes | None],
                 ok_reading[j] = (ch <= 2 and (r.ts_ms, r.channel, r.energy_wh, r.power_w)
                                  == (int(q.ts_ms[j]), CHANNELS[ch], int(q.e[j]), int(q.p[j])))
     return ok_reading, valid, same, raws
+
+
+def _within_schema(q: Queued, rsel: np.ndarray, first: np.ndarray, counts: np.ndarray, sent: np.ndarray) -> np.ndarray:
+    """Per frame: every value the wire decoder checks is in range (docs/wire-format.md: safe integers, at most
+    MAX_READINGS_PER_FRAME readings, the reading window around ``sent_ms``), so a frame the column path accepts is
+    one the reference decoder accepts too. Frames that fail go to the reference, which words the refusal."""
+    from firmware_sim.wire import (
+        MAX_READINGS_PER_FRAME,
+        MAX_SAFE_INT,
+        READING_AFTER_SEND_MS,
+        READING_HISTORY_MS,
+        READING_SPAN_MS,
+    )
+
+    n_f = len(counts)
+    ok = (counts >= 1) & (counts <= MAX_READINGS_PER_FRAME) & (q.f_seq >= 0) & (q.f_seq <= MAX_SAFE_INT) \
+        & (sent >= 0) & (sent <= MAX_SAFE_INT)
+    if len(rsel) == 0:
+        return ok
+    ts, e, p = q.ts_ms[rsel], q.e[rsel], q.p[rsel]
+    bad = (ts < 0) | (ts > MAX_SAFE_INT) | (e < 0) | (e > MAX_SAFE_INT) | (np.abs(p) > MAX_SAFE_INT)
+    nonempty = np.flatnonzero(counts > 0)
+    starts = first[:-1][nonempty]
+    lo = np.full(n_f, 0, np.int64)
+    hi = np.full(n_f, 0, np.int64)
+    lo[nonempty] = np.minimum.reduceat(ts, starts)
+    hi[nonempty] = np.maximum.reduceat(ts, starts)
+    any_bad = np.zeros(n_f, bool)
+    any_bad[nonempty] = np.logical_or.reduceat(bad, starts)
+    window = (hi <= sent + READING_AFTER_SEND_MS) & (hi - lo <= READING_SPAN_MS) & (lo >= sent - READING_HISTORY_MS)
+    return ok & ~any_bad & window

@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from firmware_sim.identity import generate_key, public_key_b64
@@ -337,17 +337,21 @@ HARMFUL = [
     "(SELECT device_id, seq, idx FROM readings ORDER BY device_id, seq, idx LIMIT 1 OFFSET {k})",
     "UPDATE readings SET ts = ts + interval '1 hour' WHERE (device_id, seq, idx) IN "
     "(SELECT device_id, seq, idx FROM readings ORDER BY device_id, seq, idx LIMIT 1 OFFSET {k})",
-    "UPDATE readings SET power_w = -power_w - 1 WHERE (device_id, seq, idx) IN "
+    "UPDATE readings SET power_w = power_w + 1 WHERE (device_id, seq, idx) IN "
     "(SELECT device_id, seq, idx FROM readings ORDER BY device_id, seq, idx LIMIT 1 OFFSET {k})",
-    "UPDATE batches SET leaf_hashes = set_byte(leaf_hashes, {k} % 32, 0) WHERE batch_id = (SELECT min(batch_id) FROM batches)",
-    "INSERT INTO readings (device_id, seq, idx, ts, channel, energy_wh, power_w) SELECT device_id, seq, idx + 500, ts, "
-    "channel, energy_wh, power_w FROM readings ORDER BY device_id, seq, idx LIMIT 1 OFFSET {k}",
+    "UPDATE batches SET leaf_hashes = set_byte(leaf_hashes, {k} % 32, (get_byte(leaf_hashes, {k} % 32) + 1) % 256) "
+    "WHERE batch_id = (SELECT min(batch_id) FROM batches)",
+    "INSERT INTO readings (device_id, seq, idx, ts, channel, energy_wh, power_w) SELECT device_id, seq, "
+    "idx + 500 + (SELECT count(*) FROM readings WHERE idx >= 500)::int, ts, channel, energy_wh, power_w FROM readings "
+    "ORDER BY device_id, seq, idx LIMIT 1 OFFSET {k}",
     "DELETE FROM frames WHERE (device_id, seq) IN (SELECT device_id, seq FROM frames ORDER BY 1, 2 LIMIT 1 OFFSET {k})",
     "UPDATE batches SET leaf_seqs = leaf_seqs[2:] WHERE batch_id = (SELECT min(batch_id) FROM batches)",
 ]
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@example(ops=[(True, 3, 0), (True, 3, 0)])  # found by CI: a mutation applied twice must not undo itself
+@example(ops=[(True, 5, 0), (True, 5, 0)])  # found by CI: two forged rows must not collide on the key
 @given(ops=st.lists(st.tuples(st.booleans(), st.integers(0, 7), st.integers(0, 90)), min_size=1, max_size=4))
 def test_verify_is_intact_iff_no_sealed_evidence_was_touched(template: Any, pg_server: Any, tmp_path_factory: Any,
                                                              ops: list[tuple[bool, int, int]]) -> None:
@@ -441,3 +445,54 @@ def test_a_batch_record_with_leaf_arrays_of_different_lengths_is_named_not_a_cra
     sql(dsn, "UPDATE batches SET leaf_seqs = leaf_seqs[2:] WHERE batch_id = %s", (batch,))
     res = check(dsn, ledger_dir, trust)
     assert [r.status for r in res.reports if r.batch_id == batch] == ["tampered"] and not res.intact
+
+
+def test_a_frame_stored_as_two_concatenated_zstd_frames_is_read_one_way_only(local_store: Any) -> None:
+    """The same signed bytes, compressed as two zstd frames: one decompressor reads all of them, another only the
+    first. Stored frame bytes must be one zstd frame whose content hashes to the recorded SHA-256: refused."""
+    import zstandard
+
+    dsn, ledger_dir, trust = local_store
+    dev, seq, _, _, _ = one_sealed_reading(dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        raw = zstandard.ZstdDecompressor().decompress(bytes(conn.execute(
+            "SELECT raw_zstd FROM frames WHERE device_id = %s AND seq = %s", (dev, seq)).fetchone()[0]))  # type: ignore[index]
+        z = zstandard.ZstdCompressor()
+        conn.execute("UPDATE frames SET raw_zstd = %s WHERE device_id = %s AND seq = %s",
+                     (z.compress(raw[:100]) + z.compress(raw[100:]), dev, seq))
+    res = check(dsn, ledger_dir, trust)
+    assert (dev, seq) in kinds(res)[complete.FRAME_INVALID] and not res.intact
+
+
+def test_a_signed_frame_the_wire_format_refuses_backs_nothing_even_with_a_valid_signature(local_store: Any,
+                                                                                          template: Any) -> None:
+    """A key holder signs a frame whose reading lies an hour after its sent_ms (outside the reading window) and
+    writes it straight into the store and the sealing queue: the signature verifies, the frame does not parse as a
+    wire frame, so nothing in it is sealed and verify names it."""
+    import hashlib
+
+    import msgspec
+    import zstandard
+
+    from firmware_sim.wire import Frame, Reading, b64url, canonical_bytes
+
+    dsn, ledger_dir, trust = local_store
+    dev = template[3].devices[0]
+    sent = START + 5 * HOUR
+    frame = Frame(v=1, site=dev.record.site, device=dev.device, seq=90_000, sent_ms=sent,
+                  readings=[Reading(ts_ms=sent + HOUR, channel="import", energy_wh=1, power_w=1)])
+    frame = msgspec.structs.replace(frame, sig=b64url(dev.key.sign(canonical_bytes(frame))))
+    raw = msgspec.json.Encoder(order="sorted").encode(frame)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO frames (device_id, seq, sent_ms, frame_sha256, raw_zstd, n_readings) "
+                     "VALUES (%s, 90000, %s, %s, %s, 1)", (dev.device, sent, hashlib.sha256(raw).digest(),
+                                                         zstandard.ZstdCompressor().compress(raw)))
+        conn.execute("INSERT INTO readings (device_id, seq, idx, ts, channel, energy_wh, power_w) "
+                     "VALUES (%s, 90000, 0, to_timestamp(%s / 1000.0), 'import', 1, 1)", (dev.device, sent + HOUR))
+        conn.execute("INSERT INTO unsealed_frames (device_id, seq, min_ts_ms, max_ts_ms) VALUES (%s, 90000, %s, %s)",
+                     (dev.device, sent + HOUR, sent + HOUR))
+    refused: list[tuple[str, int, int]] = []
+    assert seal_windows(dsn, LocalLedger.open(ledger_dir), now_ms=START + 30 * HOUR, refused_out=refused) == []
+    assert refused == [(dev.device, 90_000, 0)]
+    res = check(dsn, ledger_dir, trust)
+    assert (dev.device, 90_000) in kinds(res)[complete.FRAME_INVALID] and not res.intact
