@@ -26,8 +26,10 @@ import zstandard
 from firmware_sim.wire import (
     READING_AFTER_SEND_MS,
     READING_HISTORY_MS,
+    READING_WINDOW,
     b64url,
     decode_frame,
+    reading_window_problem,
 )
 from ledger.backend import LedgerBackend
 from ledger.trust import Trust
@@ -169,10 +171,13 @@ def _frame_problem(raw_z: bytes, sha: bytes, dev: str, seq: int, key: Any, unz: 
 
     if key is None:
         return "no key to check the device's signature with"
-    why = frame_problem(raw_z, sha, key, unz)
+    why = frame_problem(raw_z, sha, key, unz)  # readable, its SHA-256, the device's signature
     if why is not None:
         return why
     frame = decode_frame(unz.decompress(raw_z))
+    window = reading_window_problem(frame)  # and a frame the wire format admits (docs/wire-format.md)
+    if window is not None:
+        return f"{READING_WINDOW}: {window}"
     if (frame.device, frame.seq) != (dev, seq):
         return f"the signed frame is {frame.device} seq {frame.seq}, stored as {dev} seq {seq}"
     for i, r in enumerate(frame.readings):

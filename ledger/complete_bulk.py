@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from firmware_sim.wire import WireError, decode_frame
+from firmware_sim.wire import READING_WINDOW, WireError, decode_frame, reading_window_problem
 from ledger import complete as c
 from ledger.backend import LedgerBackend
 from ledger.pgbinary import Rows, copy_out
@@ -132,7 +132,10 @@ def _frame_problems(q: Queued, valid: np.ndarray, raws: list[bytes], keys: dict[
             except WireError as exc:
                 why = f"{exc.reason}: {exc.detail}"
             else:
-                if (f.device, f.seq) != (dev, int(q.f_seq[i])):
+                window = reading_window_problem(f)
+                if window is not None:
+                    why = f"{READING_WINDOW}: {window}"
+                elif (f.device, f.seq) != (dev, int(q.f_seq[i])):
                     why = f"the signed frame is {f.device} seq {f.seq}, stored as {dev} seq {int(q.f_seq[i])}"
         why = why or "not a canonical wattproof frame with one sig member"
         out.append(c.Problem(c.FRAME_INVALID, "frame", (dev, int(q.f_seq[i])), why))

@@ -20,7 +20,7 @@ import psycopg
 import zstandard
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from firmware_sim.wire import WireError, decode_frame, verify_signed_frame
+from firmware_sim.wire import WireError, decode_frame, verify_signature
 from ledger import merkle
 from ledger.backend import LedgerBackend, header_bytes
 from ledger.seal import load_leaves
@@ -149,7 +149,7 @@ def frame_problem(raw_z: bytes, sha: bytes, key: Ed25519PublicKey | None,
     try:
         if key is None:
             raise KeyError("unknown device")
-        verify_signed_frame(decode_frame(raw), key)
+        verify_signature(decode_frame(raw), key)
     except (WireError, KeyError) as exc:
         return f"device signature does not verify ({exc})"
     return None
