@@ -135,7 +135,7 @@ def seal_windows(dsn: str, backend: LedgerBackend, window_s: int = 3600, grace_s
     fully sealed frames dequeued in the same transaction. Readings no valid signed frame backs are never
     sealed: their keys go to ``refused_out`` and ``verify`` names each. Readings are never rewritten.
     """
-    from ledger.sealqueue import backed, load_queue
+    from ledger.sealqueue import check, load_queue
 
     W = window_s * 1000
     now = now_ms if now_ms is not None else int(time.time() * 1000)
@@ -146,10 +146,10 @@ def seal_windows(dsn: str, backend: LedgerBackend, window_s: int = 3600, grace_s
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         with conn.transaction():
             conn.execute("SET LOCAL jit = off")
-            queue = conn.execute(
-                "SELECT q.device_id, q.seq, q.min_ts_ms, q.max_ts_ms FROM unsealed_frames q JOIN devices d USING (device_id) "
-                "WHERE q.min_ts_ms < %s AND (%s::text IS NULL OR d.site_id = %s)", (cut, site, site)).fetchall()
-            if not queue:
+            n_queued, lo_ms, hi_ms = conn.execute(
+                "SELECT count(*), min(q.min_ts_ms), max(q.max_ts_ms) FROM unsealed_frames q JOIN devices d USING (device_id) "
+                "WHERE q.min_ts_ms < %s AND (%s::text IS NULL OR d.site_id = %s)", (cut, site, site)).fetchone()  # type: ignore[misc]
+            if not n_queued:
                 return []
             devices = sorted(d for (d,) in conn.execute("SELECT device_id FROM devices"))
             code = {d: i for i, d in enumerate(devices)}
@@ -158,16 +158,17 @@ def seal_windows(dsn: str, backend: LedgerBackend, window_s: int = 3600, grace_s
             rank = np.zeros(len(devices), np.int64)
             rank[[code[d] for d in db_order]] = np.arange(len(db_order))  # the leaf order is the database's
             snap = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
-            keys = [(d, q) for d, q, _, _ in queue]
-            q = load_queue(conn, dsn, snap, devices, keys, min(r[2] for r in queue), max(r[3] for r in queue))
+            key_list: list[bytes | None] = [reg[d][1] for d in devices]
+            q, proven = load_queue(conn, dsn, snap, devices, key_list, cut, site, lo_ms, hi_ms)
             site_of = [reg[d][0] for d in devices]
-            ok = backed(q, site_of, [reg[d][1] for d in devices])
+            ok = check(q, site_of, key_list, proven)[0]
             done = _seal_backed(conn, backend, q, ok, rank, site_of, W, cut, refused_out, progress, max_workers)
             # dequeue the frames whose readings all lie before the cut (sealed, or refused for good)
-            full = [(d, s_) for d, s_, _, hi in queue if hi < cut]
-            if full:
-                conn.execute("DELETE FROM unsealed_frames u USING unnest(%s::text[], %s::bigint[]) AS k(d, s) "
-                             "WHERE u.device_id = k.d AND u.seq = k.s", ([k[0] for k in full], [k[1] for k in full]))
+            # (a DELETE in this REPEATABLE READ transaction sees only the rows of its snapshot: frames queued by ingest
+            # meanwhile stay queued for the next run)
+            conn.execute("DELETE FROM unsealed_frames u USING devices d WHERE d.device_id = u.device_id "
+                         "AND u.min_ts_ms < %s AND u.max_ts_ms < %s AND (%s::text IS NULL OR d.site_id = %s)",
+                         (cut, cut, site, site))
     return done
 
 

@@ -40,8 +40,11 @@ _EPOCH_2000_US = 946_684_800_000_000
 #: time (~30 µs each), so a row per frame would cost more than checking it.
 FRAME_ARRAYS = ("SELECT (dv.dno - 1)::int4, count(*)::int4, array_agg(f.seq), array_agg(f.sent_ms), "
                 "array_agg(f.frame_sha256), array_agg(f.raw_zstd) ")
+#: the queued frames of this run, in the run's snapshot (every connection below shares it): the same set each time
+QUEUED = """unsealed_frames k JOIN devices qd ON qd.device_id = k.device_id
+WHERE k.min_ts_ms < %(cut)s AND (%(site)s::text IS NULL OR qd.site_id = %(site)s)"""
 FRAMES_QUERY = FRAME_ARRAYS + """
-FROM unnest(%(d)s::text[], %(s)s::bigint[]) AS k(device_id, seq) JOIN frames f USING (device_id, seq)
+FROM (SELECT k.device_id, k.seq FROM """ + QUEUED + """) k JOIN frames f USING (device_id, seq)
 JOIN unnest(%(devs)s::text[]) WITH ORDINALITY AS dv(device_id, dno) USING (device_id)
 GROUP BY dv.dno, f.seq / 1024
 """
@@ -75,7 +78,7 @@ READINGS_QUERY = """
 SELECT (dv.dno - 1)::int4, count(*)::int4, array_agg(r.seq), array_agg(r.idx), array_agg(r.ts),
        array_agg(CASE r.channel WHEN 'export' THEN 0 WHEN 'import' THEN 1 WHEN 'pv' THEN 2 ELSE 3 END::int2),
        array_agg(r.energy_wh), array_agg(r.power_w)
-FROM readings r JOIN unnest(%(d)s::text[], %(s)s::bigint[]) AS k(device_id, seq) USING (device_id, seq)
+FROM readings r JOIN (SELECT k.device_id, k.seq FROM """ + QUEUED + """) k USING (device_id, seq)
 JOIN unnest(%(devs)s::text[]) WITH ORDINALITY AS dv(device_id, dno) USING (device_id)
 WHERE r.ts >= %(lo)s AND r.ts <= %(hi)s AND (%(only)s::text[] IS NULL OR r.device_id = ANY(%(only)s))
 GROUP BY dv.dno
@@ -100,34 +103,42 @@ class Queued:
     frame_row: np.ndarray  # per reading: its row in ``frames``, or -1
 
 
-def _readings_in_snapshot(dsn: str, snapshot: str, params: dict[str, Any]) -> np.ndarray:
-    from ledger.replay import _enter_snapshot
+def _in_snapshot(dsn: str, snapshot: str, query: str, params: dict[str, Any]) -> np.ndarray:
+    from ledger.replay import _copy_in_snapshot
 
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        _enter_snapshot(conn, snapshot)
-        out = copy_out(conn, READINGS_QUERY, params)
-        conn.execute("COMMIT")
-    return out
+    return _copy_in_snapshot(dsn, snapshot, query, params)
 
 
-def load_queue(conn: psycopg.Connection[Any], dsn: str, snapshot: str, devices: list[str],
-               keys: list[tuple[str, int]], lo_ms: int, hi_ms: int) -> Queued:
-    """The frames ``keys`` and all their readings (two halves of the devices on two connections)."""
+def _frames_proven(dsn: str, snapshot: str, params: dict[str, Any],
+                   keys: list[bytes | None]) -> tuple[FrameRows, np.ndarray | None]:
+    """The queued frames, and which of them the native check proves (None without the library)."""
+    frames = FrameRows(_in_snapshot(dsn, snapshot, FRAMES_QUERY, params))
+    if nativelib.LIB is None or len(frames) == 0:
+        return frames, None
+    return frames, nativelib.check_frames(frames.buf, frames.off[:, 4], frames.ln[:, 4], frames.off[:, 3],
+                                          frames.ln[:, 3], keys, frames.ints(0).astype(np.int32), MAX_FRAME_BYTES, 2)
+
+
+def load_queue(conn: psycopg.Connection[Any], dsn: str, snapshot: str, devices: list[str], keys: list[bytes | None],
+               cut: int, site: str | None, lo_ms: int, hi_ms: int) -> tuple[Queued, np.ndarray | None]:
+    """The queued frames with readings before ``cut`` and all their readings, and which frames the native check
+    proves: the frames and their signature check on one side connection, the readings in two halves of the
+    devices on this one and another, all at once in the caller's exported snapshot."""
     from datetime import UTC, datetime
 
-    d = [k[0] for k in keys]
-    s = [k[1] for k in keys]
     lo = datetime.fromtimestamp(lo_ms / 1000, UTC)
     hi = datetime.fromtimestamp(hi_ms / 1000, UTC)
     half = len(devices) // 2
-    params = {"d": d, "s": s, "devs": devices, "lo": lo, "hi": hi}
-    with ThreadPoolExecutor(1) as side:
-        second = side.submit(_readings_in_snapshot, dsn, snapshot, {**params, "only": devices[half:]}) if half else None
-        frames = FrameRows(copy_out(conn, FRAMES_QUERY, params))
+    params = {"cut": cut, "site": site, "devs": devices, "lo": lo, "hi": hi}
+    with ThreadPoolExecutor(2) as side:
+        checked = side.submit(_frames_proven, dsn, snapshot, params, keys)
+        second = side.submit(_in_snapshot, dsn, snapshot, READINGS_QUERY, {**params, "only": devices[half:]}) \
+            if half else None
         rows = [Rows(copy_out(conn, READINGS_QUERY, {**params, "only": devices[:half] if half else None}), 8)]
         if second is not None:
             rows.append(Rows(second.result(), 8))
-    return assemble(devices, frames, rows)
+        frames, proven = checked.result()
+    return assemble(devices, frames, rows), proven
 
 
 def assemble(devices: list[str], frames: FrameRows, rows: list[Rows]) -> Queued:
