@@ -21,7 +21,8 @@ from firmware_sim.wire import READING_WINDOW, WireError, decode_frame, reading_w
 from ledger import complete as c
 from ledger.backend import LedgerBackend
 from ledger.pgbinary import Rows, copy_out
-from ledger.sealqueue import CHANNELS, FRAME_ARRAYS, FrameRows, Queued, assemble
+from ledger.replay import _copy_in_snapshot
+from ledger.sealqueue import CHANNELS, FRAME_ARRAYS, Queued, assemble, frames_proven
 from ledger.sealqueue import check as check_frames_and_readings
 from ledger.trust import Trust
 
@@ -69,8 +70,9 @@ def check_bulk(dsn: str, backend: LedgerBackend, trust: Trust | None, site: str 
             key_list = [keys.get(d) for d in devices]
             half = len(scope) // 2
             with ThreadPoolExecutor(2) as side:  # frames and their signatures (GIL released) while readings load
-                fut = side.submit(_frames_checked, dsn, snap, params, key_list)
-                second = side.submit(_readings_in_snapshot, dsn, snap, {**params, "scope": scope[half:]}) if half else None
+                fut = side.submit(frames_proven, dsn, snap, SCOPE_FRAMES, params, key_list)
+                second = side.submit(_copy_in_snapshot, dsn, snap, SCOPE_READINGS, {**params, "scope": scope[half:]}) \
+                    if half else None
                 rows = [Rows(copy_out(conn, SCOPE_READINGS, {**params, "scope": scope[:half] if half else scope}), 8)]
                 if second is not None:
                     rows.append(Rows(second.result(), 8))
@@ -87,26 +89,6 @@ def check_bulk(dsn: str, backend: LedgerBackend, trust: Trust | None, site: str 
     code = {d: i for i, d in enumerate(devices)}
     frame_bad = [(code[p.ref[0]], int(p.ref[1]), p.detail) for p in frame_problems]
     return c.Completeness(problems, pending, len(q.seq), len(frames), frame_bad)
-
-
-def _readings_in_snapshot(dsn: str, snapshot: str, params: dict[str, Any]) -> np.ndarray:
-    from ledger.replay import _copy_in_snapshot
-
-    return _copy_in_snapshot(dsn, snapshot, SCOPE_READINGS, params)
-
-
-def _frames_checked(dsn: str, snapshot: str, params: dict[str, Any],
-                    keys: list[bytes | None]) -> tuple[FrameRows, np.ndarray | None]:
-    """The frames in scope, and which of them the native check proves (None without the library)."""
-    from firmware_sim.wire import MAX_FRAME_BYTES
-    from ledger import nativelib
-    from ledger.replay import _copy_in_snapshot
-
-    frames = FrameRows(_copy_in_snapshot(dsn, snapshot, SCOPE_FRAMES, params))
-    if nativelib.LIB is None or len(frames) == 0:
-        return frames, None
-    return frames, nativelib.check_frames(frames.buf, frames.off[:, 4], frames.ln[:, 4], frames.off[:, 3],
-                                          frames.ln[:, 3], keys, frames.ints(0).astype(np.int32), MAX_FRAME_BYTES, 2)
 
 
 def _frame_problems(q: Queued, valid: np.ndarray, raws: list[bytes], keys: dict[str, bytes]) -> list[c.Problem]:

@@ -38,16 +38,6 @@ from ledger.canonical import Leaf, leaf_bytes
 EMPTY_FINDINGS_DIGEST = hashlib.sha256(b"[]").hexdigest()
 
 
-def findings_digest(conn: psycopg.Connection[Any], site: str, start: datetime, end: datetime) -> str:
-    """SHA-256 of the RFC 8785 list of the audit findings overlapping the window (docs/proofs.md)."""
-    rows = conn.execute(
-        "SELECT coalesce(device_id, ''), kind, severity, (extract(epoch FROM start_ts) * 1000)::bigint, "
-        "(extract(epoch FROM end_ts) * 1000)::bigint, detector, detector_version FROM findings "
-        "WHERE site_id = %s AND start_ts < %s AND end_ts >= %s ORDER BY 1, 2, 4, 5, 6, 7", (site, end, start)).fetchall()
-    items = [{"device": d, "kind": k, "severity": s, "start_ms": a, "end_ms": b, "detector": det,
-              "detector_version": v} for d, k, s, a, b, det, v in rows]
-    return hashlib.sha256(rfc8785.dumps(items)).hexdigest()
-
 #: The readings of one batch as the replay sees them (docs/proofs.md, "Batch"): those of its site and window
 #: whose key is one of its sealed leaves, and those of the window that no batch of it holds, attributed to the
 #: batch holding their frame (else the window's first batch) — so a forged or late reading shows as inserted.
@@ -118,7 +108,6 @@ def _leaf_hash_or_sentinel(dev: str, ts_ms: int, ch: str, e: int, p: int, seq: i
 #: in the database's own ``ORDER BY device_id`` (the collation LEAF_QUERY sorts with), ts in µs,
 #: channel code, values, and the frame's SHA-256 per reading. Same rows as LEAF_QUERY.
 _ORIGIN_MS = 946_684_800_000  # windows are aligned to 2000-01-01T00:00Z (PostgreSQL's date_bin origin here)
-_CHANNELS = ["export", "import", "pv"]
 
 
 def seal_windows(dsn: str, backend: LedgerBackend, window_s: int = 3600, grace_s: int = 900,
@@ -175,6 +164,8 @@ def seal_windows(dsn: str, backend: LedgerBackend, window_s: int = 3600, grace_s
 def _seal_backed(conn: psycopg.Connection[Any], backend: LedgerBackend, q: Any, ok: np.ndarray, rank: np.ndarray,
                  site_of: list[str], W: int, cut: int, refused_out: list[tuple[str, int, int]],
                  progress: Callable[[int, int], None] | None, max_workers: int) -> list[SealedBatch]:
+    from ledger.sealqueue import CHANNELS
+
     sites = sorted(set(site_of))
     site_code = np.array([sites.index(s_) for s_ in site_of], np.int64)
     before = q.ts_ms < cut
@@ -203,7 +194,7 @@ def _seal_backed(conn: psycopg.Connection[Any], backend: LedgerBackend, q: Any, 
             return []
     order = np.lexsort((q.idx[sel], q.seq[sel], q.ch[sel], q.ts_ms[sel], rank[q.dev[sel]], r_win, r_site))
     sel, r_site, r_win = sel[order], r_site[order], r_win[order]
-    cols = bulk.LeafColumns(devices=bulk.StringTable.of_json(q.devices), channels=bulk.StringTable.of_json(_CHANNELS),
+    cols = bulk.LeafColumns(devices=bulk.StringTable.of_json(q.devices), channels=bulk.StringTable.of_json(CHANNELS),
                             frames=_sha_table(q), device=q.dev[sel].astype(np.int32), channel=q.ch[sel].astype(np.int32),
                             frame=q.frame_row[sel].astype(np.int32), ts_ms=q.ts_ms[sel], energy_wh=q.e[sel],
                             power_w=q.p[sel], seq=q.seq[sel], idx=q.idx[sel])

@@ -2,7 +2,7 @@
 
 Owns ``load_queue``: in the caller's snapshot, the queued frames (``unsealed_frames``, filled by the ingest
 writer) with readings in complete windows, their stored bytes and all their readings as columns; and
-``backed``: which of those readings a valid signed frame holds exactly (invariant 1, docs/proofs.md).
+``check``: which of those readings a valid signed frame holds exactly (invariant 1, docs/proofs.md).
 A frame is *backed* when its stored bytes hash to the recorded SHA-256, carry the registered device's
 valid signature (native check, the reference for what it does not prove) and equal the canonical frame
 rebuilt from its stored readings (``ledger.framewriter``) — one comparison per frame. Frames that differ
@@ -32,6 +32,7 @@ from ledger import nativelib
 from ledger.bulk import StringTable
 from ledger.framewriter import equal_frames, write_frames
 from ledger.pgbinary import Rows, copy_out
+from ledger.replay import _copy_in_snapshot
 
 CHANNELS = ["export", "import", "pv"]  # codes sort like the names (the schema's CHECK)
 _EPOCH_2000_US = 946_684_800_000_000
@@ -103,16 +104,11 @@ class Queued:
     frame_row: np.ndarray  # per reading: its row in ``frames``, or -1
 
 
-def _in_snapshot(dsn: str, snapshot: str, query: str, params: dict[str, Any]) -> np.ndarray:
-    from ledger.replay import _copy_in_snapshot
-
-    return _copy_in_snapshot(dsn, snapshot, query, params)
-
-
-def _frames_proven(dsn: str, snapshot: str, params: dict[str, Any],
-                   keys: list[bytes | None]) -> tuple[FrameRows, np.ndarray | None]:
-    """The queued frames, and which of them the native check proves (None without the library)."""
-    frames = FrameRows(_in_snapshot(dsn, snapshot, FRAMES_QUERY, params))
+def frames_proven(dsn: str, snapshot: str, query: str, params: dict[str, Any],
+                  keys: list[bytes | None]) -> tuple[FrameRows, np.ndarray | None]:
+    """The frames of a ``FRAME_ARRAYS`` query in the exported snapshot, and which of them the native check proves
+    (None without the library). Run on a side thread: the check releases the GIL."""
+    frames = FrameRows(_copy_in_snapshot(dsn, snapshot, query, params))
     if nativelib.LIB is None or len(frames) == 0:
         return frames, None
     return frames, nativelib.check_frames(frames.buf, frames.off[:, 4], frames.ln[:, 4], frames.off[:, 3],
@@ -131,8 +127,8 @@ def load_queue(conn: psycopg.Connection[Any], dsn: str, snapshot: str, devices: 
     half = len(devices) // 2
     params = {"cut": cut, "site": site, "devs": devices, "lo": lo, "hi": hi}
     with ThreadPoolExecutor(2) as side:
-        checked = side.submit(_frames_proven, dsn, snapshot, params, keys)
-        second = side.submit(_in_snapshot, dsn, snapshot, READINGS_QUERY, {**params, "only": devices[half:]}) \
+        checked = side.submit(frames_proven, dsn, snapshot, FRAMES_QUERY, params, keys)
+        second = side.submit(_copy_in_snapshot, dsn, snapshot, READINGS_QUERY, {**params, "only": devices[half:]}) \
             if half else None
         rows = [Rows(copy_out(conn, READINGS_QUERY, {**params, "only": devices[:half] if half else None}), 8)]
         if second is not None:
@@ -176,11 +172,6 @@ def _columns(rows: list[Rows]) -> dict[str, np.ndarray]:
         out[name] = col
     out["dev"] = out["dev"].astype(np.int64)
     return out
-
-
-def backed(q: Queued, site_of_dev: list[str], keys: list[bytes | None]) -> np.ndarray:
-    """Per reading of ``q``: does a valid signed frame hold exactly it (see the module docstring)?"""
-    return check(q, site_of_dev, keys)[0]
 
 
 def check(q: Queued, site_of_dev: list[str], keys: list[bytes | None],
