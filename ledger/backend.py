@@ -32,7 +32,7 @@ class BatchHeader(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     v: Literal[1] = 1
     batch_id: Ident
     site: Ident
-    kind: Literal["seal", "amendment"]
+    kind: Literal["seal", "amendment", "verdicts", "restatement"]  # the last two: claim verdict sets (audit/claims)
     window_start_ms: SafeUInt  # inclusive, UTC ms
     window_end_ms: SafeUInt  # exclusive, UTC ms
     leaf_count: SafeUInt
@@ -40,7 +40,7 @@ class BatchHeader(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     prev_hash: Hex32  # header_hash of the site's previous header, or GENESIS_HASH
     findings_digest: Hex32  # SHA-256 of the window's audit findings (canonical), see docs
     sealed_ms: SafeUInt
-    amends: Ident | None = None  # batch id this amendment adds late readings to
+    amends: Ident | None = None  # batch id this amendment adds late readings to / verdict set a restatement supersedes
 
 
 _encoder = msgspec.json.Encoder(order="sorted")
@@ -73,6 +73,30 @@ def decode_header(data: bytes) -> BatchHeader:
         raise HeaderNotCanonical("batch header bytes are not the RFC 8785 encoding of the header they decode to "
                                  "(duplicate member, key order, whitespace, escapes or number spelling)")
     return header
+
+
+#: Header kinds by family: readings batches, and claim verdict sets (audit/claims). An amendment adds to
+#: a readings batch; a restatement supersedes a verdict set. ``amends`` is set exactly for these two.
+FAMILY: Final = {"seal": "readings", "amendment": "readings", "verdicts": "verdicts", "restatement": "verdicts"}
+
+
+def amends_problem(header: BatchHeader, amended: BatchHeader | None) -> str | None:
+    """Why ``header``'s ``amends`` is refused (None: fine), as the chaincode decides it."""
+    amending = header.kind in ("amendment", "restatement")
+    if amending != (header.amends is not None):
+        return (f"field \"amends\" must name the amended batch when kind is {header.kind!r}" if amending
+                else f"field \"amends\" must be null when kind is {header.kind!r}")
+    if header.amends is None:
+        return None
+    if header.amends == header.batch_id:
+        return "field \"amends\" must not name the batch itself"
+    if amended is None:
+        return f"amended batch {header.amends} is not on the ledger"
+    if amended.site != header.site:
+        return f"field \"amends\": batch {header.amends} belongs to site {amended.site}, not {header.site}"
+    if FAMILY[amended.kind] != FAMILY[header.kind]:
+        return f"field \"amends\": a {header.kind} cannot amend {header.amends}, a {amended.kind}"
+    return None
 
 
 def header_hash(header: BatchHeader) -> str:

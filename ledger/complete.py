@@ -239,6 +239,8 @@ def _ledger_vs_store(backend: LedgerBackend, stored: set[str], site: str | None,
     out = []
     for ev in backend.events():
         h = ev.header
+        if h.kind in ("verdicts", "restatement"):  # claim verdict sets: checked by ledger.verdict_sets
+            continue
         if site is not None and h.site != site:
             continue
         if (lo is not None and h.window_end_ms <= lo) or (hi is not None and h.window_start_ms >= hi):

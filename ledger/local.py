@@ -34,6 +34,7 @@ from ledger.backend import (
     InvalidHeader,
     LedgerMismatch,
     Receipt,
+    amends_problem,
     decode_header,
     header_bytes,
     header_hash,
@@ -161,6 +162,10 @@ class LocalLedger:
             raise InvalidHeader(f"batch {header.batch_id!r}: {exc}") from None
         if header.batch_id in self._by_id:
             raise AlreadyAnchored(f"batch {header.batch_id} is already on the ledger")
+        amended = self.get(header.amends) if header.amends is not None else None
+        problem = amends_problem(header, amended[0] if amended else None)
+        if problem is not None:
+            raise InvalidHeader(f"batch {header.batch_id}: {problem}")
         head = self._heads.get(header.site, GENESIS_HASH)
         if header.prev_hash != head:
             raise ChainBroken(f"batch {header.batch_id}: prev_hash {header.prev_hash[:12]}… is not the head "

@@ -198,6 +198,10 @@ def verify_all(dsn: str, backend: LedgerBackend, trust: Any = None, site: str | 
         pinned = pinned and trust.fabric is not None
         if pinned:
             comp.problems += complete.fabric_receipts(dsn, backend, trust.fabric, site, start, end)
+    if site is None:  # claim verdict sets are evidence too (ledger/verdict_sets.py); they live on their own chains
+        from ledger.verdict_sets import check_verdict_sets
+
+        comp.problems += check_verdict_sets(dsn, backend)
     return VerifyResult(reports, comp.problems, comp.pending, pinned, comp.readings, comp.frames)
 
 

@@ -117,6 +117,13 @@ func (c *Contract) AnchorBatch(ctx contractapi.TransactionContextInterface, head
 			return "", invalid("field \"amends\": batch %s belongs to site %s, not %s",
 				*h.Amends, amended.Site, h.Site)
 		}
+		prior, err := ParseHeader([]byte(amended.Header))
+		if err != nil {
+			return "", internal("stored header of "+*h.Amends, err)
+		}
+		if family(prior.Kind) != family(h.Kind) {
+			return "", invalid("field \"amends\": a %s cannot amend %s, a %s", h.Kind, *h.Amends, prior.Kind)
+		}
 	}
 
 	ts, err := stub.GetTxTimestamp()
@@ -301,4 +308,13 @@ func marshal(v any) ([]byte, error) {
 
 func internal(what string, err error) error {
 	return codeErr("INTERNAL", "%s: %v", what, err)
+}
+
+// family groups header kinds: readings batches (seal, amendment) and claim verdict sets
+// (verdicts, restatement). An amendment amends a readings batch; a restatement supersedes a verdict set.
+func family(kind string) string {
+	if kind == "verdicts" || kind == "restatement" {
+		return "verdicts"
+	}
+	return "readings"
 }

@@ -291,6 +291,42 @@ func TestAmendments(t *testing.T) {
 	mustAnchor(t, l, enc(t, amend("s02", "s02:a1", o1.HeaderHash, "s02:b1")))
 }
 
+func TestVerdictSetsAndRestatements(t *testing.T) {
+	l := newLedger()
+	b1 := mustAnchor(t, l, enc(t, fields("claims:acme", "claims:acme:r1", GenesisHash)))
+	v := fields("claims:acme", "claims:acme:v1", b1.HeaderHash)
+	v["kind"] = "verdicts"
+	v1 := mustAnchor(t, l, enc(t, v))
+	withAmends := fields("claims:acme", "claims:acme:v2", v1.HeaderHash)
+	withAmends["kind"] = "verdicts"
+	withAmends["amends"] = "claims:acme:v1"
+	_, err := l.anchor(enc(t, withAmends))
+	wantCode(t, err, "INVALID_HEADER", `"amends"`)
+
+	restate := func(id, prev string, amends any) map[string]any {
+		f := fields("claims:acme", id, prev)
+		f["kind"] = "restatement"
+		f["amends"] = amends
+		return f
+	}
+	_, err = l.anchor(enc(t, restate("claims:acme:v2", v1.HeaderHash, nil)))
+	wantCode(t, err, "INVALID_HEADER", `"amends"`)
+	// a restatement supersedes a verdict set, never a readings batch
+	_, err = l.anchor(enc(t, restate("claims:acme:v2", v1.HeaderHash, "claims:acme:r1")))
+	wantCode(t, err, "INVALID_HEADER", "restatement", "seal")
+	v2 := mustAnchor(t, l, enc(t, restate("claims:acme:v2", v1.HeaderHash, "claims:acme:v1")))
+	// and an amendment never amends a verdict set
+	a := fields("claims:acme", "claims:acme:a1", v2.HeaderHash)
+	a["kind"] = "amendment"
+	a["amends"] = "claims:acme:v2"
+	_, err = l.anchor(enc(t, a))
+	wantCode(t, err, "INVALID_HEADER", "amendment", "restatement")
+	bad := fields("claims:acme", "claims:acme:x", v2.HeaderHash)
+	bad["kind"] = "verdict"
+	_, err = l.anchor(enc(t, bad))
+	wantCode(t, err, "INVALID_HEADER", `"kind"`)
+}
+
 func TestSitesIndependent(t *testing.T) {
 	l := newLedger()
 	prev := map[string]string{"s01": GenesisHash, "s02": GenesisHash}

@@ -174,9 +174,12 @@ func (h *Header) Validate() error {
 	if !ValidID(h.Site) {
 		return invalid("field \"site\" %q does not match %s", h.Site, idPattern)
 	}
-	if h.Kind != "seal" && h.Kind != "amendment" {
-		return invalid("field \"kind\" must be \"seal\" or \"amendment\", got %q", h.Kind)
+	switch h.Kind {
+	case "seal", "amendment", "verdicts", "restatement":
+	default:
+		return invalid("field \"kind\" must be \"seal\", \"amendment\", \"verdicts\" or \"restatement\", got %q", h.Kind)
 	}
+	amending := h.Kind == "amendment" || h.Kind == "restatement"
 	for _, f := range []struct {
 		name string
 		val  int64
@@ -200,9 +203,9 @@ func (h *Header) Validate() error {
 		}
 	}
 	switch {
-	case h.Kind == "amendment" && h.Amends == nil:
-		return invalid("field \"amends\" must name the amended batch when kind is \"amendment\"")
-	case h.Kind != "amendment" && h.Amends != nil:
+	case amending && h.Amends == nil:
+		return invalid("field \"amends\" must name the amended batch when kind is %q", h.Kind)
+	case !amending && h.Amends != nil:
 		return invalid("field \"amends\" must be null when kind is %q", h.Kind)
 	case h.Amends != nil && !ValidID(*h.Amends):
 		return invalid("field \"amends\" %q does not match %s", *h.Amends, idPattern)
