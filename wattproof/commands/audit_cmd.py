@@ -8,7 +8,7 @@ import typer
 
 app = typer.Typer(no_args_is_help=True)
 
-EXIT_UNFIT = 3  # the baseline was fitted but fails ASHRAE Guideline 14: no savings reported
+EXIT_UNFIT = 3  # the savings gate refused (figures printed, savings not admitted)
 
 
 def parse_time_ms(text: str, option: str) -> int:
@@ -65,7 +65,8 @@ def score(
             typer.echo(f"  {o.kind:22} {o.findings:5}  near {o.near_injected_fault}")
 
 
-@app.command("baseline", help="TOWT baseline model of a site with ASHRAE Guideline 14 fit metrics, and savings with uncertainty.")
+@app.command("baseline", help="TOWT baseline of a site (CalTRACK hourly method), its fit, and the savings of a reporting "
+             "period with their uncertainty and the savings gate (ASHRAE Guideline 14).")
 def baseline(
     db: str = typer.Option(..., "--db", envvar="WATTPROOF_DB", help="PostgreSQL DSN."),
     site: str = typer.Option(..., "--site", help="Site id."),
@@ -76,59 +77,42 @@ def baseline(
     report_to: str = typer.Option(..., "--report-to", help="Reporting period end (exclusive)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
+    import dataclasses
+
     import msgspec
 
-    from audit.baselines import BaselineError, align_weather, fit_towt, load_site_hourly, savings
+    from audit import baselines as bl
     from audit.weather import read_weather
 
     b0, b1 = parse_time_ms(baseline_from, "--baseline-from"), parse_time_ms(baseline_to, "--baseline-to")
     r0, r1 = parse_time_ms(report_from, "--report-from"), parse_time_ms(report_to, "--report-to")
     w_ms, w_temp = read_weather(weather, site)
-    hb, yb = load_site_hourly(db, site, b0, b1)
+    hb, yb = bl.load_site_hourly(db, site, b0, b1)
     if hb.size == 0:
-        raise BaselineError(f"site {site}: no complete hours of metered energy in the baseline period {baseline_from} … {baseline_to}")
-    model = fit_towt(hb, yb, align_weather(hb, w_ms, w_temp, str(weather)))
-    hr, yr = load_site_hourly(db, site, r0, r1)
+        raise bl.BaselineError(f"site {site}: no complete hours of metered energy in the baseline period {baseline_from} … {baseline_to}")
+    tb = bl.align_weather(hb, w_ms, w_temp, str(weather))
+    hr, yr = bl.load_site_hourly(db, site, r0, r1)
     if hr.size == 0:
-        raise BaselineError(f"site {site}: no complete hours of metered energy in the reporting period {report_from} … {report_to}")
-    tr = align_weather(hr, w_ms, w_temp, str(weather))
-    sv = savings(model, hr, yr, tr) if model.fit else None
-
-    def metrics(m):  # type: ignore[no-untyped-def]
-        return None if m is None else {"n": m.n, "p": m.p, "cv_rmse": m.cv_rmse, "nmbe": m.nmbe,
-                                       "cv_rmse_limit": m.limits[0], "nmbe_limit": m.limits[1], "passes": m.passes}
-
-    out = {
-        "site": site, "model": "towt", "status": "fit" if model.fit else "unfit", "unfit_reasons": model.reasons,
-        "baseline": {"from": baseline_from, "to": baseline_to, "hours": model.n, "parameters": model.p,
-                     "temperature_knots_c": list(model.knots), "residual_lag1_autocorrelation": model.rho,
-                     "hourly": metrics(model.hourly), "monthly": metrics(model.monthly)},
-        "reporting": None if sv is None else {
-            "from": report_from, "to": report_to, "hours": sv.hours, "predicted_wh": sv.predicted_wh,
-            "metered_wh": sv.metered_wh, "savings_wh": sv.savings_wh, "fractional_savings": sv.fractional_savings,
-            "uncertainty": [{"confidence": c, "savings_half_width_wh": u,
-                             "fsu": None if sv.fsu(c) == float("inf") else sv.fsu(c)} for c, u in sv.uncertainty_wh.items()]},
-    }
+        raise bl.BaselineError(f"site {site}: no complete hours of metered energy in the reporting period {report_from} … {report_to}")
+    v = bl.savings_verdict_inputs(hb, yb, tb, hr, yr, bl.align_weather(hr, w_ms, w_temp, str(weather)))
+    out = {"site": site, "model": "towt", "status": "admitted" if v.gate_passed else "refused",
+           "baseline": {"from": baseline_from, "to": baseline_to},
+           "reporting": {"from": report_from, "to": report_to},
+           **{k: (None if isinstance(x, float) and x == float("inf") else x) for k, x in dataclasses.asdict(v).items()}}
     if as_json:
         typer.echo(msgspec.json.encode(out).decode())
     else:
-        h = model.hourly
-        typer.echo(f"site {site}: TOWT baseline {baseline_from} … {baseline_to}: {h.n} hours, p = {h.p} parameters, "
-                   f"temperature change points {list(model.knots)} °C, residual ρ = {model.rho:.2f}")
-        for m in (model.hourly, model.monthly):
-            if m is None:
-                typer.echo("  monthly: n/a (fewer than 3 months in the baseline)")
-                continue
-            verdict = "pass" if m.passes else "FAIL"
-            typer.echo(f"  {m.resolution:7} CV(RMSE) {m.cv_rmse:6.1%} (≤ {m.limits[0]:.0%})  "
-                       f"NMBE {m.nmbe:+7.2%} (within ±{m.limits[1]:.0%})  {verdict}")
-        if sv is None:
-            typer.echo("model: UNFIT under ASHRAE Guideline 14 — " + "; ".join(model.reasons) + ". No savings reported.")
-        else:
-            typer.echo(f"model: fit. Reporting {report_from} … {report_to}: {sv.hours} hours, predicted "
-                       f"{sv.predicted_wh / 1000:.1f} kWh, metered {sv.metered_wh / 1000:.1f} kWh")
-            unc = ", ".join(f"± {u / 1000:.1f} kWh at {c:.0%}" + (f" (FSU {sv.fsu(c):.0%})" if sv.savings_wh else "")
-                            for c, u in sv.uncertainty_wh.items())
-            typer.echo(f"savings {sv.savings_wh / 1000:.1f} kWh ({sv.fractional_savings:+.1%}) {unc}")
-    if sv is None:
+        kwh = lambda x: "n/a" if x is None else f"{x / 1000:.1f} kWh"  # noqa: E731
+        pct = lambda x, f=".1%": "n/a" if x is None or x == float("inf") else format(x, f)  # noqa: E731
+        typer.echo(f"site {site}: TOWT baseline {baseline_from} … {baseline_to}: {v.baseline_hours} hours, "
+                   f"{v.segmentation or 'no model'}, p = {v.p or 0:.0f} effective parameters, residual ρ = {v.rho or 0:.2f}")
+        typer.echo(f"  hourly CV(RMSE) {pct(v.cv_rmse)}  NMBE {pct(v.nmbe, '+.2%')} (Σ(ŷ−y)/Σy)  R² {pct(v.r2, '.3f')}")
+        typer.echo(f"reporting {report_from} … {report_to}: {v.reporting_hours} hours, predicted {kwh(v.predicted_wh)}, "
+                   f"metered {kwh(v.metered_wh)}")
+        if v.avoided_wh is not None:
+            typer.echo(f"savings {kwh(v.avoided_wh)} ({pct(v.fractional_savings, '+.1%')}) ± {kwh(v.half_width_68_wh)} "
+                       f"at 68 % (FSU {pct(v.fsu_68, '.0%')}), ± {kwh(v.half_width_90_wh)} at 90 % (FSU {pct(v.fsu_90, '.0%')})")
+        typer.echo("gate: savings admitted (ASHRAE Guideline 14)" if v.gate_passed else
+                   "gate: REFUSED — " + "; ".join(v.gate_reasons) + ". A savings claim on this baseline is unverifiable.")
+    if not v.gate_passed:
         raise typer.Exit(EXIT_UNFIT)
