@@ -12,6 +12,7 @@ import typer
 
 from wattproof.commands import (
     audit_cmd,
+    claims_cmd,
     db_cmd,
     demo_cmd,
     device_cmd,
@@ -49,6 +50,7 @@ app.add_typer(db_cmd.app, name="db", help="Database schema: upgrade, status.")
 app.add_typer(audit_cmd.app, name="audit", help="Run detectors over stored readings; score against truth.")
 ledger_cmd.register(app)
 app.add_typer(fabric_cmd.app, name="fabric", help="Start, stop and inspect a local Hyperledger Fabric network.")
+app.add_typer(claims_cmd.app, name="claims", help="Verdicts on green claims from anchored meter data; offline evidence.")
 later_cmd.register(app)
 
 OUR_PACKAGES = {"wattproof", "firmware_sim", "ingest", "audit", "ledger", "dashboard"}

@@ -1,4 +1,4 @@
-"""Commands of capabilities that later issues deliver (claims, reports, dashboard)."""
+"""Commands of capabilities that later issues deliver (reports, dashboard)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,6 @@ from wattproof.commands._stub import not_implemented
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("claim", help="Check a green claim (e.g. '100% renewable', '-30% energy') against anchored data.")
-    def claim(claim_file: str = typer.Argument(..., help="Claim definition (YAML).")) -> None:
-        not_implemented("claim", "claim checking comes with a later issue")
-
     @app.command("report", help="Export a period's report with evidence and proofs (PDF, CSV, JSON, Parquet).")
     def report(out: str = typer.Option(..., "--out", help="Output file.")) -> None:
         not_implemented("report", "regulator reports come with a later issue")

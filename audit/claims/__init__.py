@@ -1,0 +1,1 @@
+"""Claims engine: verdicts on green claims from anchored meter data."""
