@@ -8,7 +8,7 @@ with the fractional savings uncertainty; ``savings_verdict_inputs``, everything 
 needs including the gate's decision (audit.g14.gate_reasons); and robust STL residual outliers.
 Pure functions on numpy arrays, plus ``load_site_hourly`` (the thin loader from the store).
 Must not: write to the store, or admit savings the gate refuses.
-Formulas and sources: audit/g14.py, docs/audit.md ("Baselines"), docs/claims/savings.md.
+Formulas and sources: audit/g14.py, docs/audit.md ("Baselines"), docs/claims.md ("Energy savings").
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Owns: CV(RMSE), NMBE and R² of a baseline model; the fractional savings uncertainty (FSU) of
 ASHRAE Guideline 14-2014 Annex B with the autocorrelation-adjusted number of observations; and
 ``gate_reasons``, the criteria a baseline and its reported savings must meet before a savings
-claim can rest on them. Sources and the exact wording are in docs/claims/savings.md; the
+claim can rest on them. Sources and the exact wording are in docs/claims.md ("Energy savings"); the
 formulas are written out in docs/audit.md ("Baselines"). Must not: fit models
 (audit.baselines does) or read the store.
 
@@ -27,7 +27,7 @@ from scipy import stats
 #: Empirical factor of Guideline 14-2014 Annex B's FSU equation for hourly (and daily/weekly) data.
 FSU_FACTOR = 1.26
 
-# --- the gate (docs/claims/savings.md gives each source and what could not be confirmed) ----------
+# --- the gate (docs/claims.md ("Energy savings") gives each source and what could not be confirmed) ----------
 #: G14-2014 §4 compliance: savings uncertainty < 50 % of the reported savings at 68 % confidence.
 MAX_FSU = 0.50
 FSU_CONFIDENCE = 0.68

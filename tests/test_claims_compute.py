@@ -1,4 +1,4 @@
-"""The claim figures (audit/claims/compute.py, docs/claims/methods.md): hand-computed small cases for
+"""The claim figures (audit/claims/compute.py, docs/claims.md ("How the figures are computed")): hand-computed small cases for
 every figure, unknown hours and coverage, refusals, and the pandas reference equal on random data."""
 
 from __future__ import annotations

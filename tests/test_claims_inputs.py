@@ -1,4 +1,4 @@
-"""Claim files, CSV inputs and the certificate guard (docs/claims/inputs.md). Pure: no services."""
+"""Claim files, CSV inputs and the certificate guard (docs/claims.md ("The claim file and the inputs")). Pure: no services."""
 
 from __future__ import annotations
 

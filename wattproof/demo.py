@@ -5,8 +5,8 @@ and reused across runs; the demo database is recreated each run), the schema, a 
 from a scenario, the ingest service, and the cross-check of what was stored against the
 scenario's ground truth. The audit runs after ingest and is scored against the truth. It then seals
 and anchors on the local ledger — or, with ``--ledger fabric``, on a local two-organisation Fabric
-network it starts itself (``ledger.fabric.network``) — verifies, and shows that one altered reading
-is named by verify.
+network it starts itself (``ledger.fabric.network``) — verifies, checks the scenario organisation's green claims (verdicts anchored, the evidence
+bundle re-checked offline; wattproof/demo_claims.py), and shows that one altered reading is named by verify.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from ledger.trust import FORMAT as TRUST_FORMAT
 from ledger.trust import Trust
 from ledger.verify import verify_all
 from wattproof import config
+from wattproof.demo_claims import ClaimsOutcome, claim_file_for, run_claims
 from wattproof.embedded import Broker, Postgres
 
 DEMO_DB = "wattproof_demo"
@@ -59,6 +60,7 @@ class DemoResult:
     tamper_named: bool = False
     audit_f1_min: float = 0.0
     verified: bool = False  # verify against the pinned trust, before the demo's own tampering
+    claims: ClaimsOutcome | None = None  # the scenario's claim verdicts and their evidence bundle
 
     @property
     def matches_truth(self) -> bool:
@@ -168,6 +170,12 @@ def run_demo(scenario_path: Path, ledger: str = "local", broker_kind: str | None
                   f"intact, {res.readings:,} stored readings equal to their {res.frames:,} signed frames, "
                   f"{len(res.store_problems)} store problems, {len(res.pending)} late readings awaiting amendment")
         result.verified = res.intact and res.pinned
+        claim_path = claim_file_for(scenario_path)
+        if claim_path is not None:
+            t2 = time.perf_counter()
+            result.claims = run_claims(dsn, backend, claim_path, run_dir / "weather.csv",
+                                       trust.operator_keys[0] if trust.operator_keys else None, run_dir, con)
+            con.print(f"   claims step in {time.perf_counter() - t2:.1f} s")
         sample = made[len(made) // 2].leaf_keys[0] if made else None
         if sample:
             with psycopg.connect(dsn, autocommit=True) as conn:

@@ -1,6 +1,6 @@
 """The double-counting guard: findings on an organisation's energy attribute certificates.
 
-Owns: ``certificate_findings`` (the five certificate finding kinds and their rules, docs/claims/inputs.md
+Owns: ``certificate_findings`` (the five certificate finding kinds and their rules, docs/claims.md ("The claim file and the inputs")
 "Certificate findings"), ``usable_certificates`` (the rows no refusing finding names) and
 ``hourly_certificate_supply`` (a certificate's MWh spread uniformly over the hours of its production
 interval, as hourly matching needs it). Pure functions over ``Certificate`` rows; metered production

@@ -1,7 +1,7 @@
 """The claim figures from hourly energy: renewable share (annual volumetric and hourly matched),
 Scope 2 (location- and market-based, reduction), on-site generation and coverage.
 
-Owns: the maths of docs/claims/methods.md, vectorised numpy over ``SiteHours`` arrays; every
+Owns: the maths of docs/claims.md ("How the figures are computed"), vectorised numpy over ``SiteHours`` arrays; every
 function returns its figure with the named totals it comes from and the method id/version.
 Pure: no I/O (the store is read by ``load.py``, certificates by ``certificates.py``); no verdicts
 (``verdict.py`` compares these figures with the claims).

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import lzma
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,16 +31,47 @@ import psycopg
 from audit.claims import recheck
 from ledger.backend import LedgerBackend, header_bytes
 
-#: The anchored leaves of the given batches, in leaf order (their stored keys, joined to today's rows).
-LEAVES = """
-SELECT b.batch_id, k.d, k.s, k.i, (extract(epoch FROM r.ts) * 1000)::bigint, r.channel, r.energy_wh, r.power_w,
+#: The batches' anchored leaf keys, in leaf order.
+BATCH_KEYS = ("SELECT batch_id, site_id, window_start, window_end, leaf_devices, leaf_seqs, leaf_idxs FROM batches "
+              "WHERE batch_id = ANY(%s) ORDER BY site_id, window_start, batch_id")
+#: Today's rows of a site's readings over a range of windows, with their frames' SHA-256 (one range scan;
+#: the leaves are then picked by key — a per-leaf join costs ~0.5 ms a leaf).
+READINGS = """
+SELECT r.device_id, r.seq, r.idx, (extract(epoch FROM r.ts) * 1000)::bigint, r.channel, r.energy_wh, r.power_w,
        encode(f.frame_sha256, 'hex')
-FROM batches b CROSS JOIN LATERAL unnest(b.leaf_devices, b.leaf_seqs, b.leaf_idxs) WITH ORDINALITY AS k(d, s, i, o)
-JOIN readings r ON r.device_id = k.d AND r.seq = k.s AND r.idx = k.i
-     AND r.ts >= b.window_start AND r.ts < b.window_end
-JOIN frames f ON f.device_id = k.d AND f.seq = k.s
-WHERE b.batch_id = ANY(%s)
-ORDER BY b.batch_id, k.o"""
+FROM readings r JOIN devices d USING (device_id) JOIN frames f USING (device_id, seq)
+WHERE d.site_id = %s AND r.ts >= %s AND r.ts < %s"""
+CHUNK_WINDOWS = 744  # a month of hourly windows per query: bounded memory for a site-year
+
+
+def _leaf_records(conn: psycopg.Connection[Any], batch_ids: list[str]) -> Iterator[dict[str, Any]]:
+    """Per batch, its anchored leaves as they are stored now: frames [device, seq, frame_sha256] and readings
+    [frame, idx, ts_ms, channel, energy_wh, power_w], in leaf order. A leaf whose row is gone or has left
+    the batch's window is left out (so the root no longer rebuilds)."""
+    batches = conn.execute(BATCH_KEYS, (batch_ids,)).fetchall()
+    by_site: dict[str, list[Any]] = {}
+    for b in batches:
+        by_site.setdefault(b[1], []).append(b)
+    for site, rows in by_site.items():
+        for i in range(0, len(rows), CHUNK_WINDOWS):
+            chunk = rows[i:i + CHUNK_WINDOWS]
+            lo, hi = min(b[2] for b in chunk), max(b[3] for b in chunk)
+            stored = {(r[0], r[1], r[2]): r for r in conn.execute(READINGS, (site, lo, hi))}
+            for bid, _, w0, w1, devs, seqs, idxs in chunk:
+                a, z = int(w0.timestamp() * 1000), int(w1.timestamp() * 1000)
+                rec: dict[str, Any] = {"batch_id": bid, "frames": [], "r": []}
+                frame_of: dict[tuple[str, int], int] = {}
+                for key in zip(devs, seqs, idxs, strict=True):
+                    row = stored.get(key)
+                    if row is None or not a <= row[3] < z:
+                        continue
+                    dev, seq, idx, ts, ch, e, p, fsha = row
+                    fi = frame_of.get((dev, seq))
+                    if fi is None:
+                        fi = frame_of[(dev, seq)] = len(rec["frames"])
+                        rec["frames"].append([dev, seq, fsha])
+                    rec["r"].append([fi, idx, ts, ch, e, p])
+                yield rec
 
 
 class EvidenceError(ValueError):
@@ -66,10 +98,15 @@ def export_evidence(dsn: str, backend: LedgerBackend, set_id: str, out: Path) ->
         header_raw, receipt, leaves, ctx_raw = bytes(row[0]), row[1], [bytes(v) for v in row[2]], bytes(row[3])
         ctx = json.loads(ctx_raw)
         batch_ids = [b for b, _ in ctx["batches"]]
-        rows = conn.execute(LEAVES, (batch_ids,)).fetchall()
-    out.mkdir(parents=True, exist_ok=True)
-    if any(out.iterdir()):
-        raise EvidenceError(f"{out} is not empty")
+        out.mkdir(parents=True, exist_ok=True)
+        if any(out.iterdir()):
+            raise EvidenceError(f"{out} is not empty")
+        n_batches = n_readings = 0
+        with lzma.open(out / "leaves.jsonl.xz", "wb", preset=0) as fh:  # 6: 26 % smaller, 15× slower
+            for rec in _leaf_records(conn, batch_ids):
+                fh.write(json.dumps(rec, separators=(",", ":")).encode() + b"\n")
+                n_batches += 1
+                n_readings += len(rec["r"])
     heads: dict[str, str] = ctx["heads"]
     ended: set[str] = set()
     lines = []
@@ -86,26 +123,13 @@ def export_evidence(dsn: str, backend: LedgerBackend, set_id: str, out: Path) ->
     if missing:
         raise EvidenceError(f"the ledger does not reach the heads the verdict set names for {', '.join(missing)}")
     (out / "headers.jsonl").write_text("".join(line + "\n" for line in lines))
-    per_batch: dict[str, dict[str, Any]] = {}
-    for bid, dev, seq, idx, ts, ch, e, p, fsha in rows:
-        b = per_batch.setdefault(bid, {"batch_id": bid, "frames": [], "r": [], "_f": {}})
-        fi = b["_f"].get((dev, seq))
-        if fi is None:
-            fi = b["_f"][(dev, seq)] = len(b["frames"])
-            b["frames"].append([dev, seq, fsha])
-        b["r"].append([fi, idx, ts, ch, e, p])
-    with lzma.open(out / "leaves.jsonl.xz", "wb", preset=6) as fh:
-        for bid in sorted(per_batch):
-            b = per_batch[bid]
-            del b["_f"]
-            fh.write(json.dumps(b, separators=(",", ":")).encode() + b"\n")
     manifest = {"format": recheck.FORMAT, "set_id": set_id,
                 "verdict_set": {"header": header_raw.decode(), "receipt": receipt,
                                 "verdicts": [v.decode() for v in leaves], "context": ctx_raw.decode()}}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
     shutil.copyfile(Path(recheck.__file__), out / "recheck.py")
     size = sum(f.stat().st_size for f in out.iterdir())
-    return BundleSummary(out, len(leaves), len(per_batch), len(rows), len(lines), size)
+    return BundleSummary(out, len(leaves), n_batches, n_readings, len(lines), size)
 
 
 @dataclass(frozen=True)

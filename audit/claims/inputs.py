@@ -1,6 +1,6 @@
 """CSV inputs of the claims engine: grid carbon intensity, emission factors, the certificate register.
 
-Owns: reading the three CSV formats of docs/claims/inputs.md with the stdlib ``csv`` module, every
+Owns: reading the three CSV formats of docs/claims.md ("The claim file and the inputs") with the stdlib ``csv`` module, every
 error one ``InputError`` naming ``file:line:column`` and what was expected; the emission-factor
 lookup ``factor_for``. A header line is required; columns are found by name, so their order is free
 and unknown extra columns are ignored. Times are ISO 8601 UTC on whole hours (``2026-06-01T13:00:00Z``

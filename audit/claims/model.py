@@ -64,7 +64,7 @@ class Figure:
 
     ``value`` is in ``unit`` ("fraction", "tCO2e", "MWh", "pp"); ``totals`` are the named
     intermediate sums it comes from (Wh, gCO2e, hours, g/kWh — the unit is in each name);
-    ``method`` is the method id and version of docs/claims/methods.md, e.g.
+    ``method`` is the method id and version of docs/claims.md ("How the figures are computed"), e.g.
     ``"renewable_share.hourly/1"``; ``notes`` say which rule applied (a cap, a factor's source)."""
 
     name: str

@@ -335,10 +335,10 @@ def main(argv=None):
     devices = ctx["devices"]
     sites = ctx["sites"]
     verdicts = [json.loads(v) for v in leaves]
-    periods = {tuple(v["inputs"]["period"]) for v in verdicts}
+    # every period a figure used (reporting, base, baseline), each with the hour before it
+    periods = {tuple(p) for p in ctx["periods"]}
     windows = set()
-    periods |= {tuple(v["inputs"]["base"]["period"]) for v in verdicts if "base" in v["inputs"]}
-    for s0, s1 in periods:  # each period's windows and the one before (the registers hour 0 starts from)
+    for s0, s1 in periods:
         windows |= {(site, w) for site in sites for w in range(s0 - HOUR, s1, HOUR)}
     used = {bid: hh for bid, (h, hh) in chains.items()
             if h["kind"] in ("seal", "amendment") and (h["site"], h["window_start_ms"]) in windows}
@@ -373,6 +373,8 @@ def main(argv=None):
             if name not in got:
                 continue
             val, totals = got[name]
+            if want["value"] is None:  # a figure the verdict could not compute: nothing to compare
+                continue
             ck.same(f"claim {v['claim']['id']}: {name}", val, want["value"])
             for t, x in totals.items():
                 ck.same(f"claim {v['claim']['id']}: {name}.{t}", x, want["totals"][t])

@@ -1,7 +1,7 @@
 """The claim figures written the way an analyst would, with pandas: the reference ``compute.py`` and
 ``load.py`` are checked against (tests and benchmarks/bench_claims.py assert equal figures).
 
-Owns: a second, independent implementation of docs/claims/methods.md — reading the ``energy_hourly``
+Owns: a second, independent implementation of docs/claims.md ("How the figures are computed") — reading the ``energy_hourly``
 view into a DataFrame, pivoting, ``groupby`` sums — kept deliberately plain. Not used by verdicts.
 Frames: a site-hours frame has columns ``import_wh, export_wh, pv_wh, coverage`` indexed by hour
 number (0 … hours−1); the long frame of several sites has a ``site`` column too.

@@ -1,6 +1,6 @@
 """The claim file: which organisation claims what about which sites and period (YAML).
 
-Owns: the claim-file schema (docs/claims/inputs.md), parsing it with PyYAML + msgspec and the
+Owns: the claim-file schema (docs/claims.md ("The claim file and the inputs")), parsing it with PyYAML + msgspec and the
 semantic checks msgspec cannot express (periods non-empty, hour-aligned and UTC, base periods before
 the reporting period, claim ids unique, no duplicate YAML keys). Every error is one
 ``ClaimFileError`` naming the file, the line of the YAML node, the field path (``claims.2.claimed``)
@@ -262,7 +262,7 @@ def parse_claim_file(text: str | bytes, source: str = "<claims>") -> ClaimFile:
         unknown = re.match(r"Object contains unknown field `([^`]+)`", reason)
         if unknown:  # reported on the parent; point at the field itself
             path = [*path, unknown[1]]
-            reason = "unknown field (see docs/claims/inputs.md for the schema)"
+            reason = "unknown field (see docs/claims.md, \"The claim file\", for the schema)"
         elif reason.startswith("Object missing required field"):
             missing = reason.split("field", 1)[1].strip().strip("`")
             path = [*path, missing]

@@ -73,6 +73,20 @@ class ClaimsRun:
     batches: list[tuple[str, str]] = field(default_factory=list)
 
 
+def finite(obj: Any) -> Any:
+    """JSON-ready: numpy scalars as Python numbers, NaN and ±inf (a figure that does not exist, an FSU with no
+    savings) as null — RFC 8785 has no spelling for them."""
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
 def _fig(f: Figure) -> dict[str, Any]:
     return {"value": f.value, "unit": f.unit, "method": f.method, "totals": dict(f.totals), "notes": list(f.notes)}
 
@@ -150,10 +164,12 @@ def check_claims(dsn: str, claim_path: Path, inputs: Inputs, backend: LedgerBack
         devices = {d: {"site": s, "kind": k} for d, s, k in conn.execute(
             "SELECT device_id, site_id, kind FROM devices WHERE site_id = ANY(%s) ORDER BY device_id", (sites,))}
         batches = sorted({b for pr in periods.values() for b in pr.anchoring.batches})
+        periods_used = list(periods)
+    out = [finite(v) for v in out]
     claim_sha = hashlib.sha256(Path(claim_path).read_bytes()).hexdigest()
     context = {"org": org, "sites": sites, "period": [p0, p1], "claim_file_sha256": claim_sha,
                "inputs": inputs.digests(), "method": METHOD_VERSION, "devices": devices, "heads": heads,
-               "batches": [list(b) for b in batches]}
+               "periods": sorted([a, b] for a, b in periods_used), "batches": [list(b) for b in batches]}
     run = ClaimsRun(org, Path(claim_path), out, findings_json, context, batches=batches)
     if backend is not None:
         from ledger.verdict_sets import seal_verdicts

@@ -7,7 +7,7 @@ Writes: ``intensity.csv`` (region NL, every hour of 2026, an illustrative diurna
 grid data), ``factors.csv`` (illustrative supplier and residual-mix factors), and the certificate
 registers ``clean.certificates.csv`` / ``greenwash.certificates.csv`` sized from the simulator's own
 per-site energy (``firmware_sim.sim.simulate``, no store). ``--figures`` prints, per claim of the two
-claim files, the measured figure by the methods as this script reads them (docs/claims/inputs.md,
+claim files, the measured figure by the methods as this script reads them (docs/claims.md ("The claim file and the inputs"),
 "Example inputs"), so the ``expect:`` verdicts can be re-checked against the engine.
 The claim files themselves are hand-written; their claimed figures come from this output.
 """
@@ -157,7 +157,7 @@ def clean_register(start: int, hours: dict[str, dict[str, np.ndarray]]) -> list[
 
 
 GW_ORG = "greenwash-holdings"
-GW_PERIOD = (ms("2026-06-06T00:00:00"), ms("2026-06-08T00:00:00"))
+GW_PERIOD = (ms("2026-06-07T00:00:00"), ms("2026-06-08T00:00:00"))
 GW_ALL = "gw-share-annual;gw-share-247;gw-s2-market"
 
 

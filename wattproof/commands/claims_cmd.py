@@ -44,7 +44,7 @@ def verdict_lines(verdicts: list[dict[str, Any]]) -> list[str]:
         m = v.get("measured") or {}
         claim = v["claim"]
         shown = f"claimed {claim['claimed']:g}"
-        if m:
+        if m and m.get("value") is not None:
             shown += f", measured {m['value']:.4g} {m['unit']} [{m['lo']:.4g} … {m['hi']:.4g}]"
         if v.get("gap") is not None:
             shown += f", gap {v['gap']:+.4g}"

@@ -16,11 +16,13 @@ def register(app: typer.Typer) -> None:
         ledger: str = typer.Option("local", "--ledger", help="local | fabric"),
         broker_kind: str | None = typer.Option(None, "--broker-kind", help="Force 'amqtt' (default: mosquitto if installed)."),
     ) -> None:
-        """Simulate a fleet into an embedded broker and database, ingest, audit, anchor, verify."""
+        """Simulate a fleet into an embedded broker and database, ingest, audit, anchor, verify, check the claims."""
         from wattproof.demo import run_demo
 
         if ledger not in ("local", "fabric"):
             raise typer.BadParameter("--ledger must be 'local' or 'fabric'")
         result = run_demo(scenario, ledger=ledger, broker_kind=broker_kind)
-        if not (result.matches_truth and result.verified and result.tamper_named and result.audit_f1_min >= 0.95):
+        claims_ok = result.claims is None or (result.claims.as_expected and result.claims.evidence_ok)
+        if not (result.matches_truth and result.verified and result.tamper_named and result.audit_f1_min >= 0.95
+                and claims_ok):
             raise typer.Exit(1)
