@@ -294,3 +294,40 @@ def test_the_script_printed_in_the_docs_is_the_one_shipped_in_bundles() -> None:
     text = DOCS.read_text()
     printed = text.split("```python recheck.py\n", 1)[1].split("\n```", 1)[0] + "\n"
     assert printed == Path(recheck.__file__).read_text()
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "wattproof", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_the_claims_commands_check_anchor_export_verify_and_score(store: Any, tmp_path: Path) -> None:
+    dsn, led, d = store
+    inputs = _inputs(tmp_path)
+    claims = [{**KINDS[5], "id": "honest", "claimed": 0.0, "expect": "SUBSTANTIATED"},
+              {**KINDS[5], "id": "inflated", "claimed": 1000.0, "expect": "OVERSTATED"}]
+    p = _claims(tmp_path, claims, name="cli.yaml")
+    doc = json.loads(p.read_text())
+    doc["inputs"] = {"intensity": "intensity.csv", "factors": "factors.csv", "certificates": "certificates.csv"}
+    p.write_text(json.dumps(doc))
+    assert inputs.intensity.parent == p.parent
+    ledger_dir = str(d / "ledger")
+    res = _cli("claims", "check", str(p), "--db", dsn, "--ledger-dir", ledger_dir)
+    assert res.returncode == 1, res.stdout + res.stderr  # one claim is not substantiated
+    assert "OVERSTATED" in res.stdout and "anchored as a verdicts" in res.stdout
+    again = _cli("claims", "check", str(p), "--db", dsn, "--ledger-dir", ledger_dir, "--json")
+    out = json.loads(again.stdout)
+    assert out["verdict_set"]["unchanged"] and [v["verdict"] for v in out["verdicts"]] == ["SUBSTANTIATED", "OVERSTATED"]
+    score = _cli("claims", "score", str(p), "--db", dsn)
+    assert score.returncode == 0 and "2 of 2 verdicts as expected" in score.stdout
+    bundle = tmp_path / "bundle"
+    ev = _cli("claims", "evidence", "--org", "acme", "--db", dsn, "--ledger-dir", ledger_dir, "--out", str(bundle))
+    assert ev.returncode == 0 and "recheck.py" in ev.stdout, ev.stdout + ev.stderr
+    unpinned = _cli("claims", "verify-evidence", str(bundle))
+    assert unpinned.returncode == 3 and "self-consistent only" in unpinned.stderr
+    pinned = _cli("claims", "verify-evidence", str(bundle), "--operator-key", public_key_b64(led.pub))
+    assert pinned.returncode == 0 and "evidence verified" in pinned.stdout
+    bad = _claims(tmp_path, [{"id": "x", "kind": "renewable_share", "claimed": 120, "basis": "annual"}], name="bad.yaml")
+    res = _cli("claims", "check", str(bad), "--db", dsn, "--no-anchor", "--intensity", str(inputs.intensity),
+               "--factors", str(inputs.factors), "--certificates", str(inputs.certificates))
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert "bad.yaml:1: field `claims.0.claimed`" in res.stderr
