@@ -32,7 +32,7 @@ class BatchHeader(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     v: Literal[1] = 1
     batch_id: Ident
     site: Ident
-    kind: Literal["seal", "amendment", "verdicts", "restatement"]  # the last two: claim verdict sets (audit/claims)
+    kind: Literal["seal", "amendment", "verdicts", "restatement", "report"]  # verdict sets (audit/claims); report manifests
     window_start_ms: SafeUInt  # inclusive, UTC ms
     window_end_ms: SafeUInt  # exclusive, UTC ms
     leaf_count: SafeUInt
@@ -75,9 +75,11 @@ def decode_header(data: bytes) -> BatchHeader:
     return header
 
 
-#: Header kinds by family: readings batches, and claim verdict sets (audit/claims). An amendment adds to
-#: a readings batch; a restatement supersedes a verdict set. ``amends`` is set exactly for these two.
-FAMILY: Final = {"seal": "readings", "amendment": "readings", "verdicts": "verdicts", "restatement": "verdicts"}
+#: Header kinds by family: readings batches, claim verdict sets (audit/claims) and report manifests (a report's
+#: signed file list, anchored once). An amendment adds to a readings batch; a restatement supersedes a verdict
+#: set. ``amends`` is set exactly for these two.
+FAMILY: Final = {"seal": "readings", "amendment": "readings", "verdicts": "verdicts", "restatement": "verdicts",
+                 "report": "reports"}
 
 
 def amends_problem(header: BatchHeader, amended: BatchHeader | None) -> str | None:

@@ -104,12 +104,14 @@ def device_keys(conn: psycopg.Connection[Any], trust: Trust | None,
 
 
 def check(dsn: str, backend: LedgerBackend, trust: Trust | None, site: str | None = None,
-          start: datetime | None = None, end: datetime | None = None) -> Completeness:
+          start: datetime | None = None, end: datetime | None = None, snapshot: str | None = None,
+          shared: dict[str, Any] | None = None) -> Completeness:
     """Every completeness check over the scope (a site and/or a time range; everything by default), on columns
-    (``ledger.complete_bulk``); ``check_rows`` is the row-by-row reference it is tested against."""
+    (``ledger.complete_bulk``); ``check_rows`` is the row-by-row reference it is tested against. ``snapshot``,
+    ``shared``: see ``check_bulk``."""
     from ledger.complete_bulk import check_bulk
 
-    return check_bulk(dsn, backend, trust, site, start, end)
+    return check_bulk(dsn, backend, trust, site, start, end, snapshot, shared)
 
 
 def check_rows(dsn: str, backend: LedgerBackend, trust: Trust | None, site: str | None = None,
@@ -239,7 +241,7 @@ def _ledger_vs_store(backend: LedgerBackend, stored: set[str], site: str | None,
     out = []
     for ev in backend.events():
         h = ev.header
-        if h.kind in ("verdicts", "restatement"):  # claim verdict sets: checked by ledger.verdict_sets
+        if h.kind in ("verdicts", "restatement", "report"):  # verdict sets (ledger.verdict_sets), report manifests
             continue
         if site is not None and h.site != site:
             continue

@@ -310,11 +310,14 @@ func internal(what string, err error) error {
 	return codeErr("INTERNAL", "%s: %v", what, err)
 }
 
-// family groups header kinds: readings batches (seal, amendment) and claim verdict sets
-// (verdicts, restatement). An amendment amends a readings batch; a restatement supersedes a verdict set.
+// family groups header kinds: readings batches (seal, amendment), claim verdict sets
+// (verdicts, restatement) and report manifests (report). An amendment amends a readings batch; a restatement supersedes a verdict set.
 func family(kind string) string {
-	if kind == "verdicts" || kind == "restatement" {
+	switch kind {
+	case "verdicts", "restatement":
 		return "verdicts"
+	case "report":
+		return "reports"
 	}
 	return "readings"
 }

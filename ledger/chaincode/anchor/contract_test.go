@@ -321,7 +321,16 @@ func TestVerdictSetsAndRestatements(t *testing.T) {
 	a["amends"] = "claims:acme:v2"
 	_, err = l.anchor(enc(t, a))
 	wantCode(t, err, "INVALID_HEADER", "amendment", "restatement")
-	bad := fields("claims:acme", "claims:acme:x", v2.HeaderHash)
+	rep := fields("claims:acme", "claims:acme:report1", v2.HeaderHash)
+	rep["kind"] = "report"
+	rep["amends"] = "claims:acme:v2"
+	_, err = l.anchor(enc(t, rep))
+	wantCode(t, err, "INVALID_HEADER", `"amends"`)
+	rep["amends"] = nil
+	r1 := mustAnchor(t, l, enc(t, rep))
+	_, err = l.anchor(enc(t, restate("claims:acme:v3", r1.HeaderHash, "claims:acme:report1")))
+	wantCode(t, err, "INVALID_HEADER", "restatement", "report")
+	bad := fields("claims:acme", "claims:acme:x", r1.HeaderHash)
 	bad["kind"] = "verdict"
 	_, err = l.anchor(enc(t, bad))
 	wantCode(t, err, "INVALID_HEADER", `"kind"`)

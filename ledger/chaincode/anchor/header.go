@@ -175,9 +175,9 @@ func (h *Header) Validate() error {
 		return invalid("field \"site\" %q does not match %s", h.Site, idPattern)
 	}
 	switch h.Kind {
-	case "seal", "amendment", "verdicts", "restatement":
+	case "seal", "amendment", "verdicts", "restatement", "report":
 	default:
-		return invalid("field \"kind\" must be \"seal\", \"amendment\", \"verdicts\" or \"restatement\", got %q", h.Kind)
+		return invalid("field \"kind\" must be \"seal\", \"amendment\", \"verdicts\", \"restatement\" or \"report\", got %q", h.Kind)
 	}
 	amending := h.Kind == "amendment" || h.Kind == "restatement"
 	for _, f := range []struct {
