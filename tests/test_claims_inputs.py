@@ -397,3 +397,13 @@ def test_claim_file_round_trips_through_msgspec_without_the_expectation() -> Non
     cf = load_claim_file(EXAMPLES / "greenwash.claims.yaml")
     d = msgspec.to_builtins(cf.claims[0])
     assert d["kind"] == "renewable_share" and d["expect"] == "OVERSTATED"
+
+
+def test_a_reduction_against_a_base_period_of_another_length_is_refused_with_the_field() -> None:
+    from audit.claims.schema import ClaimFileError, parse_claim_file
+
+    text = ("organisation: {id: o, name: O}\nsites: [s01]\nperiod: {from: 2026-06-07, to: 2026-06-08}\n"
+            "region: NL\nclaims:\n  - {id: r, kind: scope2_reduction, claimed: 10, method: location,\n"
+            "     base_period: {from: 2026-06-01, to: 2026-06-03}}\n")
+    with pytest.raises(ClaimFileError, match=r"f.yaml:7: field `claims.0.base_period`: expected a base period as long as"):
+        parse_claim_file(text, "f.yaml")

@@ -309,10 +309,15 @@ def _check(cf: ClaimFile, where: _Where) -> None:
             c.baseline_period if isinstance(c, EnergySavingsClaim) else None)
         if base is not None:
             name = "base_period" if isinstance(c, Scope2ReductionClaim) else "baseline_period"
-            _, b_end = _period_ms(base, ["claims", i, name], where)
+            b_start, b_end = _period_ms(base, ["claims", i, name], where)
             if b_end > start:
                 raise where.error(["claims", i, name, "to"],
                                   f"expected the {name} to end at or before the reporting period starts ({cf.period.from_})")
+            if isinstance(c, Scope2ReductionClaim) and b_end - b_start != cf.period.end_ms - start:
+                # totals of unequal periods are no reduction: a base year against a reporting year, a day against a day
+                raise where.error(["claims", i, name],
+                                  f"expected a base period as long as the reporting period ({cf.period.hours} h), "
+                                  f"got {(b_end - b_start) // HOUR_MS} h")
         if isinstance(c, OnsiteGenerationClaim) and c.self_consumed is not None and c.self_consumed > c.claimed:
             raise where.error(["claims", i, "self_consumed"],
                               f"expected at most the MWh produced ({c.claimed:g}), got {c.self_consumed:g}")
