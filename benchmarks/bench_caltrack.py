@@ -167,6 +167,7 @@ def main() -> None:
     ap.add_argument("--peer", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--refresh", action="store_true", help="refit CalTRACK (ignore the cached peer results)")
     ap.add_argument("--record-vector", metavar="SAMPLE", help="write SAMPLE as tests/vectors/caltrack data")
+    ap.add_argument("--no-results", action="store_true", help="print only; do not rewrite RESULTS.md")
     args = ap.parse_args()
     if args.peer:
         peer(args.peer)
@@ -176,10 +177,16 @@ def main() -> None:
         record_vector(data, args.record_vector)
         return
     rows = [compare(name, s) for name, s in sorted(data["samples"].items())]
-    print(f"opendsm {data['opendsm']} CalTRACK hourly vs wattproof TOWT, {len(rows)} hourly samples "
-          "(baseline 365 d before the blackout, reporting 365 d after; values in the sample's unit)")
+    title = (f"opendsm {data['opendsm']} CalTRACK hourly vs wattproof TOWT, {len(rows)} hourly samples "
+             "(baseline 365 d before the blackout, reporting 365 d after; values in the sample's unit)")
+    print(title)
     print(table(rows))
     print("\n".join(checks(rows)))
+    if not args.no_results:
+        from benchmarks._common import write_section
+
+        write_section("caltrack", "Savings baseline against the peer (bench_caltrack)",
+                      f"{title}.\n\n```\n{table(rows)}\n```\n\n" + "\n".join(f"- {c}" for c in checks(rows)))
 
 
 if __name__ == "__main__":
