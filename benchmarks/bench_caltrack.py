@@ -168,6 +168,7 @@ def main() -> None:
     ap.add_argument("--refresh", action="store_true", help="refit CalTRACK (ignore the cached peer results)")
     ap.add_argument("--record-vector", metavar="SAMPLE", help="write SAMPLE as tests/vectors/caltrack data")
     ap.add_argument("--no-results", action="store_true", help="print only; do not rewrite RESULTS.md")
+    ap.add_argument("--quick", action="store_true", help="accepted for run_all; the samples are small already")
     args = ap.parse_args()
     if args.peer:
         peer(args.peer)

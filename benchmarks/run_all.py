@@ -6,7 +6,8 @@ import importlib
 import sys
 
 BENCHES = ["benchmarks.bench_publish", "benchmarks.bench_ingest", "benchmarks.bench_ledger", "benchmarks.bench_audit",
-           "benchmarks.bench_fabric"]
+           "benchmarks.bench_fabric", "benchmarks.bench_verify", "benchmarks.bench_claims", "benchmarks.bench_evidence",
+           "benchmarks.bench_caltrack"]
 
 
 def main() -> None:
