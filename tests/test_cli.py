@@ -27,12 +27,6 @@ def test_unknown_command_fails_with_a_short_message_and_no_traceback() -> None:
     assert "no-such-command" in res.stderr
 
 
-def test_capabilities_of_later_issues_say_so_and_exit_nonzero() -> None:
-    res = run_cli("report", "--out", "x.pdf")
-    assert res.returncode == 2
-    assert "not implemented yet" in res.stderr
-
-
 def test_claims_check_of_a_missing_file_fails_in_one_line() -> None:
     res = run_cli("claims", "check", "no-such-claims.yaml", "--db", "postgresql:///nowhere")
     assert res.returncode == 2 and "Traceback" not in res.stderr and "no-such-claims.yaml" in res.stderr
