@@ -168,3 +168,51 @@ def check_verdict_sets(dsn: str, backend: LedgerBackend, org: str | None = None)
                            f"the ledger holds verdict set {h.batch_id} of {h.site.removeprefix('claims:')} "
                            f"({h.leaf_count} verdicts), the store does not"))
     return out
+
+
+# --- report manifests (audit/reports; migration 0701): the same check for the `report` headers ------------
+
+REPORT_DIFFERS = "report_manifest_differs"  # a stored report manifest is not what was anchored
+REPORT_MISSING_IN_STORE = "report_missing_in_store"  # the ledger holds a report the store lost
+
+
+def check_report_manifests(dsn: str, backend: LedgerBackend) -> list[Problem]:
+    """Every stored report manifest equals what was anchored: its header is the anchored one, its manifest
+    bytes hash to the anchored digest and their files rebuild the anchored root (RFC 8785 ``{name, sha256}``
+    leaves in name order, docs/reports.md); every report header on the ledger is in the store."""
+    import json
+
+    out: list[Problem] = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute("SELECT report_id, manifest, header FROM report_manifests ORDER BY report_id").fetchall()
+    stored = set()
+    for report_id, manifest, header_raw in rows:
+        stored.add(report_id)
+        manifest, header_raw = bytes(manifest), bytes(header_raw)
+
+        def differs(detail: str, rid: str = report_id) -> None:
+            out.append(Problem(REPORT_DIFFERS, "report", (rid,), f"report {rid}: {detail}"))
+
+        anchored = backend.get(report_id)
+        if anchored is None:
+            differs("the ledger holds no such report")
+            continue
+        h = anchored[0]
+        if header_raw != header_bytes(h):
+            differs("its stored header is not the anchored one")
+        if hashlib.sha256(manifest).hexdigest() != h.findings_digest:
+            differs("its stored manifest is not the one whose digest was anchored")
+            continue
+        try:
+            files = json.loads(manifest)["files"]
+            leaves = [canonical({"name": f["name"], "sha256": f["sha256"]}) for f in sorted(files, key=lambda f: f["name"])]
+        except (ValueError, KeyError, TypeError):
+            differs("its manifest lists no files")
+            continue
+        if verdict_root(leaves) != h.root or len(leaves) != h.leaf_count:
+            differs("its manifest's files do not rebuild the anchored root")
+    for ev in backend.events():
+        if ev.header.kind == "report" and ev.header.batch_id not in stored:
+            out.append(Problem(REPORT_MISSING_IN_STORE, "report", (ev.header.batch_id,),
+                               f"the ledger holds report {ev.header.batch_id}, the store does not"))
+    return out

@@ -362,3 +362,24 @@ def test_store_still_verifies_intact_with_report_headers_on_the_ledger(seeded: d
 
     res = verify_all(seeded["dsn"], seeded["ledger"])
     assert res.intact, [p.detail for p in getattr(res, "problems", [])][:5]
+
+
+def test_verify_names_a_stored_report_manifest_that_differs_from_its_anchor_or_is_gone(seeded: dict[str, Any]) -> None:
+    from ledger.verdict_sets import REPORT_DIFFERS, REPORT_MISSING_IN_STORE, check_report_manifests
+
+    dsn, led = seeded["dsn"], seeded["ledger"]
+    rid = seeded["summary"].report_id
+    assert check_report_manifests(dsn, led) == []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT * FROM report_manifests WHERE report_id = %s", (rid,)).fetchone()
+        cols = [d.name for d in conn.execute("SELECT * FROM report_manifests LIMIT 0").description]
+        try:
+            conn.execute("UPDATE report_manifests SET manifest = manifest || '\\x20'::bytea WHERE report_id = %s", (rid,))
+            assert [(p.kind, p.ref) for p in check_report_manifests(dsn, led)] == [(REPORT_DIFFERS, (rid,))]
+            conn.execute("DELETE FROM report_manifests WHERE report_id = %s", (rid,))
+            assert [(p.kind, p.ref) for p in check_report_manifests(dsn, led)] == [(REPORT_MISSING_IN_STORE, (rid,))]
+        finally:
+            conn.execute("DELETE FROM report_manifests WHERE report_id = %s", (rid,))
+            conn.execute(f"INSERT INTO report_manifests ({', '.join(cols)}) VALUES ({', '.join(['%s'] * len(cols))})",
+                         [psycopg.types.json.Jsonb(v) if c == "receipt" else v for c, v in zip(cols, row, strict=True)])
+    assert check_report_manifests(dsn, led) == []
