@@ -10,7 +10,7 @@ from pathlib import Path
 
 def test_demo_stores_what_the_truth_says_anchors_verifies_and_names_a_tampered_reading(tmp_path: Path) -> None:
     env = {**os.environ, "WATTPROOF_HOME": str(tmp_path / "home"), "COLUMNS": "200"}
-    res = subprocess.run([sys.executable, "-m", "wattproof", "demo"], capture_output=True, text=True, env=env,
+    res = subprocess.run([sys.executable, "-m", "wattproof", "demo", "--no-dashboard"], capture_output=True, text=True, env=env,
                          timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     out = res.stdout

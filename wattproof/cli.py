@@ -13,13 +13,14 @@ import typer
 from wattproof.commands import (
     audit_cmd,
     claims_cmd,
+    dashboard_cmd,
     db_cmd,
     demo_cmd,
     device_cmd,
     fabric_cmd,
     ingest_cmd,
-    later_cmd,
     ledger_cmd,
+    report_cmd,
     simulate_cmd,
 )
 
@@ -51,7 +52,8 @@ app.add_typer(audit_cmd.app, name="audit", help="Run detectors over stored readi
 ledger_cmd.register(app)
 app.add_typer(fabric_cmd.app, name="fabric", help="Start, stop and inspect a local Hyperledger Fabric network.")
 app.add_typer(claims_cmd.app, name="claims", help="Verdicts on green claims from anchored meter data; offline evidence.")
-later_cmd.register(app)
+report_cmd.register(app)  # docs/reports.md
+dashboard_cmd.register(app)  # docs/dashboard.md
 
 OUR_PACKAGES = {"wattproof", "firmware_sim", "ingest", "audit", "ledger", "dashboard"}
 

@@ -75,7 +75,7 @@ def _recreate_db(pg: Postgres, name: str) -> str:
 
 
 def run_demo(scenario_path: Path, ledger: str = "local", broker_kind: str | None = None,
-             console: Console | None = None) -> DemoResult:
+             console: Console | None = None, finale: Any = None) -> DemoResult:
     con = console or Console()
     home = config.data_dir()
     run_dir = home / "demo"
@@ -205,6 +205,8 @@ def run_demo(scenario_path: Path, ledger: str = "local", broker_kind: str | None
             con.print(f"[green]✓[/] proof bundle {path}: {n} readings of {device}; offline verify-proof against the "
                       "pinned trust: " + ("OK" if not problems else f"[red]{problems[:3]}"))
             result.tamper_named = result.tamper_named and not problems
+        if finale is not None:  # the dashboard on the demo database until Ctrl-C (dashboard/demo.py)
+            finale(dsn, backend, trust, run_dir, con)
         return result
     finally:
         stack.close()
