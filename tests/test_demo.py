@@ -21,5 +21,6 @@ def test_demo_stores_what_the_truth_says_anchors_verifies_and_names_a_tampered_r
     # anchored, and their evidence bundle re-checked offline by the stdlib script and with the pinned key
     assert "as the scenario expects" in out and "OVERSTATED" in out
     assert "stdlib recheck.py says OK" in out
+    assert "verify-report against the pinned trust: verified" in out
     # the embedded cluster is kept for the next run
     assert (tmp_path / "home" / "pg" / "PG_VERSION").exists()

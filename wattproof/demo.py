@@ -43,7 +43,7 @@ from ledger.trust import FORMAT as TRUST_FORMAT
 from ledger.trust import Trust
 from ledger.verify import verify_all
 from wattproof import config
-from wattproof.demo_claims import ClaimsOutcome, claim_file_for, run_claims
+from wattproof.demo_claims import ClaimsOutcome, claim_file_for, run_claims, run_report
 from wattproof.embedded import Broker, Postgres
 
 DEMO_DB = "wattproof_demo"
@@ -61,6 +61,7 @@ class DemoResult:
     audit_f1_min: float = 0.0
     verified: bool = False  # verify against the pinned trust, before the demo's own tampering
     claims: ClaimsOutcome | None = None  # the scenario's claim verdicts and their evidence bundle
+    report_ok: bool = True  # the claim period's report verified offline (when the scenario has claims)
 
     @property
     def matches_truth(self) -> bool:
@@ -175,7 +176,8 @@ def run_demo(scenario_path: Path, ledger: str = "local", broker_kind: str | None
             t2 = time.perf_counter()
             result.claims = run_claims(dsn, backend, claim_path, run_dir / "weather.csv",
                                        trust.operator_keys[0] if trust.operator_keys else None, run_dir, con)
-            con.print(f"   claims step in {time.perf_counter() - t2:.1f} s")
+            result.report_ok = run_report(dsn, backend, claim_path, trust, run_dir, con)
+            con.print(f"   claims and report in {time.perf_counter() - t2:.1f} s")
         sample = made[len(made) // 2].leaf_keys[0] if made else None
         if sample:
             with psycopg.connect(dsn, autocommit=True) as conn:

@@ -55,8 +55,15 @@ def run_claims(dsn: str, backend: Any, claim_path: Path, weather: Path, operator
         table.add_row(c["id"], c["kind"], f"{c['claimed']:g}", measured, f"[{colour}]{v['verdict']}[/]",
                       exp if exp in ("—", v["verdict"]) else f"[red]{exp}[/]", "\n".join(v["reasons"][:3]))
     con.print(table)
+    minor: dict[str, list[str]] = {}
     for f in run.certificate_findings:
-        con.print(f"   certificate finding [bold]{f['kind']}[/] {f['cert_id']}: {f['detail']}")
+        if f["severity"] == "high":  # refused: left out of every figure
+            con.print(f"   certificate finding [bold]{f['kind']}[/] {f['cert_id']}: {f['detail']}")
+        else:
+            minor.setdefault(f["kind"], []).append(f["cert_id"])
+    for kind, ids in minor.items():
+        con.print(f"   certificate finding [bold]{kind}[/] (counted annually, not hourly): {len(ids)} certificates, "
+                  f"e.g. {', '.join(sorted(set(ids))[:3])}")
     s = run.sealed
     mark = "[green]✓[/]" if out.as_expected else "[red]✗[/]"
     con.print(f"{mark} {len(run.verdicts)} verdicts for {run.org} "
@@ -80,3 +87,31 @@ def run_claims(dsn: str, backend: Any, claim_path: Path, weather: Path, operator
               f"{(stdlib.stdout.strip().splitlines() or ['?'])[-1]}; verify-evidence against the pinned operator "
               f"key: {('verified' if res.pinned else 'consistent (Fabric receipts: proven by verify)') if res.ok else res.failures[:3]}")
     return out
+
+
+def run_report(dsn: str, backend: Any, claim_path: Path, trust: Any, run_dir: Path, con: Console) -> bool:
+    """The regulator's report of the claim period: every format, its signed manifest anchored, then checked
+    offline against the pinned trust (``wattproof verify-report``)."""
+    import shutil
+
+    from audit.claims.schema import load_claim_file
+    from audit.reports import build_report, verify_report
+
+    cf = load_claim_file(claim_path)
+    out = run_dir / "report"
+    if out.exists():
+        shutil.rmtree(out)
+    key = getattr(backend, "key", None)
+    if key is None:
+        con.print("   report: skipped (a report is signed with the local ledger's operator key; on Fabric run "
+                  "`wattproof report --signing-key …`)")
+        return True
+    s = build_report(dsn, backend, cf.organisation.id, cf.period.start_ms, cf.period.end_ms,
+                     ["pdf", "csv", "parquet", "json"], out)
+    check = verify_report(out, trust)
+    ok = check.ok and check.pinned
+    mark = "[green]✓[/]" if ok else "[red]✗[/]"
+    con.print(f"{mark} report {out}: {len(s.files)} files ({', '.join(sorted(s.files))}), manifest anchored as "
+              f"{s.report_id}; verify-report against the pinned trust: "
+              + ("verified" if ok else "; ".join(f"{p.code} {p.subject}: {p.detail}" for p in check.problems[:3])))
+    return ok

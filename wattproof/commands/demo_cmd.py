@@ -30,7 +30,8 @@ def register(app: typer.Typer) -> None:
             except ImportError as exc:  # installed without the [dashboard] extra
                 typer.echo(f"dashboard: not installed ({exc.name}); pip install 'wattproof[dashboard]'", err=True)
         result = run_demo(scenario, ledger=ledger, broker_kind=broker_kind, finale=finale)
-        claims_ok = result.claims is None or (result.claims.as_expected and result.claims.evidence_ok)
+        claims_ok = result.claims is None or (result.claims.as_expected and result.claims.evidence_ok
+                                               and result.report_ok)
         if not (result.matches_truth and result.verified and result.tamper_named and result.audit_f1_min >= 0.95
                 and claims_ok):
             raise typer.Exit(1)
