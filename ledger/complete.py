@@ -105,13 +105,13 @@ def device_keys(conn: psycopg.Connection[Any], trust: Trust | None,
 
 def check(dsn: str, backend: LedgerBackend, trust: Trust | None, site: str | None = None,
           start: datetime | None = None, end: datetime | None = None, snapshot: str | None = None,
-          shared: dict[str, Any] | None = None) -> Completeness:
+          shared: dict[str, Any] | None = None, between: Any = None) -> Completeness:
     """Every completeness check over the scope (a site and/or a time range; everything by default), on columns
     (``ledger.complete_bulk``); ``check_rows`` is the row-by-row reference it is tested against. ``snapshot``,
-    ``shared``: see ``check_bulk``."""
+    ``shared``, ``between``: see ``check_bulk``."""
     from ledger.complete_bulk import check_bulk
 
-    return check_bulk(dsn, backend, trust, site, start, end, snapshot, shared)
+    return check_bulk(dsn, backend, trust, site, start, end, snapshot, shared, between)
 
 
 def check_rows(dsn: str, backend: LedgerBackend, trust: Trust | None, site: str | None = None,

@@ -10,7 +10,8 @@ Pure reporting: never writes.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,8 +22,8 @@ from firmware_sim.wire import READING_WINDOW, WireError, decode_frame, reading_w
 from ledger import complete as c
 from ledger.backend import LedgerBackend
 from ledger.pgbinary import Rows, copy_out
-from ledger.replay import _copy_in_snapshot
-from ledger.sealqueue import CHANNELS, FRAME_ARRAYS, Queued, assemble, frames_proven
+from ledger.replay import STORED_QUERY, _copy_in_snapshot, read_snapshot
+from ledger.sealqueue import CHANNELS, FRAME_ARRAYS, FrameRows, Queued, assemble, frames_then_check
 from ledger.sealqueue import check as check_frames_and_readings
 from ledger.trust import Trust
 
@@ -32,6 +33,7 @@ WHERE f.device_id = ANY(%(scope)s)
   AND (%(lo)s::bigint IS NULL OR f.sent_ms >= %(lo)s - %(after)s)
   AND (%(hi)s::bigint IS NULL OR f.sent_ms < %(hi)s + %(before)s)
 GROUP BY dv.dno, f.seq / 1024
+ORDER BY dv.dno, f.seq / 1024  -- a few rows: the columns then come in (device, seq) order
 """
 SCOPE_READINGS = """
 SELECT (dv.dno - 1)::int4, count(*)::int4, array_agg(r.seq), array_agg(r.idx), array_agg(r.ts),
@@ -41,6 +43,7 @@ FROM readings r JOIN unnest(%(devs)s::text[]) WITH ORDINALITY AS dv(device_id, d
 WHERE r.device_id = ANY(%(scope)s)
   AND (%(start)s::timestamptz IS NULL OR r.ts >= %(start)s) AND (%(end)s::timestamptz IS NULL OR r.ts < %(end)s)
 GROUP BY dv.dno
+ORDER BY dv.dno  -- one row per device: the columns then come in device order
 """
 _PACK = 1 << 21  # idx < 2^21 (a frame holds at most 4096 readings), seq < 2^22 per device code
 
@@ -50,15 +53,23 @@ def _ms(dt: datetime) -> int:
 
 
 def check_bulk(dsn: str, backend: LedgerBackend, trust: Trust | None, site: str | None = None,
-               start: datetime | None = None, end: datetime | None = None) -> c.Completeness:
+               start: datetime | None = None, end: datetime | None = None, snapshot: str | None = None,
+               shared: dict[str, Any] | None = None, between: Callable[[], None] | None = None) -> c.Completeness:
+    """``snapshot``: read in the caller's exported snapshot. ``shared`` (a whole-store check only): receives what
+    was loaded — ``queued`` (every reading and frame, ``Queued``), ``devices``, and ``stored`` (a future of the
+    batches' stored leaves, ``ledger.replay.STORED_QUERY``) — so that the replay in the same snapshot reuses them;
+    ``between`` is then called as soon as they are, while the frames' signatures are still being checked."""
     lo = _ms(start) if start else None
     hi = _ms(end) if end else None
     problems: list[c.Problem] = []
-    with psycopg.connect(dsn) as conn:
-        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        conn.read_only = True
-        with conn.transaction():
-            conn.execute("SET LOCAL jit = off")
+    whole = site is None and start is None and end is None
+    early = ThreadPoolExecutor(1)  # queries whose answers are needed later, meanwhile
+    try:
+        with read_snapshot(dsn, snapshot) as (conn, snap):
+            held_fut = early.submit(_copy_in_snapshot, dsn, snap, HELD_QUERY, {"site": site, "start": start, "end": end})
+            if shared is not None and whole and snapshot is not None:  # read later, while the caller's snapshot lives
+                shared["stored"] = early.submit(_copy_in_snapshot, dsn, snap, STORED_QUERY,
+                                                {"site": None, "start": None, "end": None})
             keys, key_problems = c.device_keys(conn, trust, site)
             problems += key_problems
             reg = dict(conn.execute("SELECT device_id, site_id FROM devices").fetchall())
@@ -66,26 +77,33 @@ def check_bulk(dsn: str, backend: LedgerBackend, trust: Trust | None, site: str 
             scope = [d for d in devices if site is None or reg[d] == site]
             params = {"devs": devices, "scope": scope, "lo": lo, "hi": hi, "after": c._AFTER_SEND_MS,
                       "before": c._BEFORE_SEND_MS, "start": start, "end": end}
-            snap = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
             key_list = [keys.get(d) for d in devices]
             half = len(scope) // 2
             with ThreadPoolExecutor(2) as side:  # frames and their signatures (GIL released) while readings load
-                fut = side.submit(frames_proven, dsn, snap, SCOPE_FRAMES, params, key_list)
+                frames_fut: Future[FrameRows] = Future()
+                fut = side.submit(frames_then_check, frames_fut, dsn, snap, SCOPE_FRAMES, params, key_list)
                 second = side.submit(_copy_in_snapshot, dsn, snap, SCOPE_READINGS, {**params, "scope": scope[half:]}) \
                     if half else None
                 rows = [Rows(copy_out(conn, SCOPE_READINGS, {**params, "scope": scope[:half] if half else scope}), 8)]
                 if second is not None:
                     rows.append(Rows(second.result(), 8))
-                frames, proven = fut.result()
-            q = assemble(devices, frames, rows)
+                frames = frames_fut.result()
+                q = assemble(devices, frames, rows)
+                if shared is not None and whole:
+                    shared["queued"], shared["devices"] = q, devices
+                    if between is not None:
+                        between()  # while the signatures are checked
+                proven = fut.result()
             site_of = [reg[d] for d in devices]
             ok, valid, same, raws = check_frames_and_readings(q, site_of, key_list, proven)
             frame_problems = _frame_problems(q, valid, raws, keys)
             problems += frame_problems
             problems += _reading_problems(q, ok, valid, same, raws, lo, hi)
             batches = conn.execute("SELECT batch_id, site_id, window_start, window_end FROM batches").fetchall()
-            pending = _pending(conn, q, ok, reg, batches, site, start, end)
+            pending = _pending(conn, q, ok, reg, batches, site, start, end, held_fut)
             problems += c._ledger_vs_store(backend, {b[0] for b in batches}, site, lo, hi)
+    finally:
+        early.shutdown(wait=False)
     code = {d: i for i, d in enumerate(devices)}
     frame_bad = [(code[p.ref[0]], int(p.ref[1]), p.detail) for p in frame_problems]
     return c.Completeness(problems, pending, len(q.seq), len(frames), frame_bad)
@@ -172,11 +190,11 @@ def _reading_problems(q: Queued, ok: np.ndarray, valid: np.ndarray, same: np.nda
 
 def _pending(conn: psycopg.Connection[Any], q: Queued, ok: np.ndarray, reg: dict[str, str],
              batches: list[tuple[Any, ...]], site: str | None, start: datetime | None,
-             end: datetime | None) -> list[tuple[str, int, int]]:
+             end: datetime | None, held_fut: Future[np.ndarray]) -> list[tuple[str, int, int]]:
     """Backed readings in a window that has a batch, that no batch of it holds: late arrivals."""
     if not batches or not len(q.seq):
         return []
-    held = _held_keys(conn, q.devices, site, start, end)
+    held = _held_keys(conn, q.devices, site, start, end, held_fut.result())
     key = (q.dev * _PACK + q.seq) * _PACK + q.idx
     held.sort()
     pos = np.minimum(np.searchsorted(held, key), max(len(held) - 1, 0))
@@ -195,14 +213,17 @@ def _pending(conn: psycopg.Connection[Any], q: Queued, ok: np.ndarray, reg: dict
     return out
 
 
+HELD_QUERY = ("SELECT cardinality(leaf_devices), leaf_devices, leaf_seqs, leaf_idxs FROM batches "
+              "WHERE (%(site)s::text IS NULL OR site_id = %(site)s) "
+              "AND (%(start)s::timestamptz IS NULL OR window_end > %(start)s) "
+              "AND (%(end)s::timestamptz IS NULL OR window_start < %(end)s)")
+
+
 def _held_keys(conn: psycopg.Connection[Any], devices: list[str], site: str | None, start: datetime | None,
-               end: datetime | None) -> np.ndarray:
-    """Every leaf key of the batches in scope, packed like the readings' keys (one binary COPY, no Python lists)."""
-    rows = Rows(copy_out(conn, "SELECT cardinality(leaf_devices), leaf_devices, leaf_seqs, leaf_idxs FROM batches "
-                               "WHERE (%(site)s::text IS NULL OR site_id = %(site)s) "
-                               "AND (%(start)s::timestamptz IS NULL OR window_end > %(start)s) "
-                               "AND (%(end)s::timestamptz IS NULL OR window_start < %(end)s)",
-                         {"site": site, "start": start, "end": end}), 4)
+               end: datetime | None, copied: np.ndarray) -> np.ndarray:
+    """Every leaf key of the batches in scope, packed like the readings' keys (``copied``: the binary COPY of
+    ``HELD_QUERY``, made in the same snapshot; no Python lists)."""
+    rows = Rows(copied, 4)
     if len(rows) == 0:
         return np.zeros(0, np.int64)
     total = int(rows.ints(0).sum())

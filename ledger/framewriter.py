@@ -10,6 +10,8 @@ the per-reading reference (decode and compare), which also names the readings. P
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from numba import njit
 
@@ -28,7 +30,7 @@ _K_SITE = np.frombuffer(b'","site":', np.uint8)
 _K_END = np.frombuffer(b',"v":1}', np.uint8)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _write_frames(out, offs, first, dev, site, seq, sent, sig_buf, sig_off, sig_len, dev_buf, dev_off, site_buf,  # type: ignore[no-untyped-def]
                   site_off, ch_buf, ch_off, ch, e, p, ts, kd, kr, kc, ke, kp, kt, ks, kse, ksig, ksite, kend):
     tmp = np.empty(24, np.uint8)
@@ -86,7 +88,7 @@ def write_frames(devices: StringTable, sites: StringTable, channels: StringTable
     return out[:offs[-1]], offs
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _equal(a, a_off, b, b_off, b_len, out):  # type: ignore[no-untyped-def]
     for f in range(out.size):
         n = a_off[f + 1] - a_off[f]
@@ -106,4 +108,34 @@ def equal_frames(built: np.ndarray, built_off: np.ndarray, raw: np.ndarray, raw_
     out = np.zeros(len(built_off) - 1, np.bool_)
     _equal(built, built_off, raw, np.ascontiguousarray(raw_off, np.int64), np.ascontiguousarray(raw_len, np.int64),
            out)
+    return out
+
+
+def rebuilt_equal(devices: StringTable, sites: StringTable, channels: StringTable, dev: np.ndarray, site: np.ndarray,
+                  seq: np.ndarray, sent_ms: np.ndarray, sig_buf: np.ndarray, sig_off: np.ndarray, sig_len: np.ndarray,
+                  first: np.ndarray, ch: np.ndarray, energy_wh: np.ndarray, power_w: np.ndarray, ts_ms: np.ndarray,
+                  raw: np.ndarray, raw_off: np.ndarray, raw_len: np.ndarray, threads: int = 2) -> np.ndarray:
+    """Per frame: does ``write_frames`` (same arguments) rebuild exactly the stored bytes ``raw[raw_off:+raw_len]``?
+    The frames are split into ``threads`` spans, each rebuilt and compared on its own thread (the kernels release
+    the GIL), with a buffer per span."""
+    n = len(dev)
+    out = np.zeros(n, np.bool_)
+    first = np.ascontiguousarray(first, np.int64)
+
+    def span(lo: int, hi: int) -> None:
+        if hi <= lo:
+            return
+        f = first[lo:hi + 1]
+        a, b = int(f[0]), int(f[-1])
+        built, offs = write_frames(devices, sites, channels, dev[lo:hi], site[lo:hi], seq[lo:hi], sent_ms[lo:hi],
+                                   sig_buf, sig_off[lo:hi], sig_len[lo:hi], f - a, ch[a:b], energy_wh[a:b],
+                                   power_w[a:b], ts_ms[a:b])
+        out[lo:hi] = equal_frames(built, offs, raw, raw_off[lo:hi], raw_len[lo:hi])
+
+    cuts = [n * k // max(threads, 1) for k in range(max(threads, 1) + 1)]
+    if threads <= 1 or n < 10_000:
+        span(0, n)
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(lambda k: span(cuts[k], cuts[k + 1]), range(threads)))
     return out

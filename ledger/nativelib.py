@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-ABI_VERSION = 3  # 3: the acceptance rule (strict keys, R and S), one signature at a time
+ABI_VERSION = 4  # 3: the acceptance rule (strict keys, R and S), one signature at a time; 4: frames' bytes handed back
 _REPO = Path(__file__).resolve().parents[1]
 DEFAULT_PATH = _REPO / ".cache" / "native" / "release" / "libwattproof_native.so"
 _P = ctypes.c_void_p
@@ -36,11 +36,15 @@ def _load() -> ctypes.CDLL | None:
         return None  # a stale build: `make` rebuilds it
     lib.wp_check_frames.argtypes = [_N, _P, _N, _P, _P, _P, _P, _P, _N, _P, _N, _N, _P]
     lib.wp_check_frames.restype = ctypes.c_int32
+    lib.wp_zstd_sizes.argtypes = [_N, _P, _N, _P, _P, _N, _P]
+    lib.wp_zstd_sizes.restype = ctypes.c_int32
+    lib.wp_check_frames_raw.argtypes = [_N, _P, _N, _P, _P, _P, _P, _P, _N, _P, _N, _N, _P, _P, _N, _P, _P, _P]
+    lib.wp_check_frames_raw.restype = ctypes.c_int32
     lib.wp_verify_batch.argtypes = [_N, _P, _P, _P, _P, _P]
     lib.wp_verify_batch.restype = ctypes.c_int32
     lib.wp_sha256_ranges.argtypes = [_N, _P, _N, _P, _N, _P]
     lib.wp_sha256_ranges.restype = ctypes.c_int32
-    lib.wp_merkle_roots.argtypes = [_N, _P, _P, _P]
+    lib.wp_merkle_roots.argtypes = [_N, _P, _P, _N, _P]
     lib.wp_merkle_roots.restype = ctypes.c_int32
     return lib
 
@@ -65,13 +69,7 @@ def check_frames(buf: np.ndarray, raw_off: np.ndarray, raw_len: np.ndarray, sha_
     out = np.ones(n, np.uint8)
     if n == 0:
         return out == 0
-    table = np.zeros((max(len(keys), 1), 32), np.uint8)
-    idx = np.ascontiguousarray(key_idx, np.int32).copy()
-    for k, key in enumerate(keys):
-        if key is not None and len(key) == 32:
-            table[k] = np.frombuffer(key, np.uint8)
-        else:
-            idx[idx == k] = -1
+    table, idx = _key_table(keys, key_idx)
     cols = [np.ascontiguousarray(c, np.int64) for c in (raw_off, raw_len, sha_off, sha_len)]
     b = np.ascontiguousarray(buf, np.uint8)
     rc = LIB.wp_check_frames(n, _ptr(b), b.size, *(_ptr(c) for c in cols), _ptr(table), len(keys), _ptr(idx),
@@ -79,6 +77,59 @@ def check_frames(buf: np.ndarray, raw_off: np.ndarray, raw_len: np.ndarray, sha_
     if rc != 0:
         raise RuntimeError(f"wp_check_frames returned {rc}")
     return out == 0
+
+
+class CheckedFrames:
+    """What ``check_frames_raw`` found: per frame ``proven``; ``raw_ok`` (its bytes decompressed to exactly the
+    size its zstd header declares and hash to the recorded SHA-256); those bytes at ``buf[off[i]:off[i] + ln[i]]``
+    (``ln[i]`` is -1 where not ``raw_ok``); ``sig_at[i]``: the offset in them just past the first ``,"sig":"``,
+    or -1."""
+
+    def __init__(self, proven: np.ndarray, buf: np.ndarray, off: np.ndarray, ln: np.ndarray, sig_at: np.ndarray) -> None:
+        self.proven, self.buf, self.off, self.ln, self.sig_at = proven, buf, off, ln, sig_at
+        self.raw_ok = ln >= 0
+
+
+def check_frames_raw(buf: np.ndarray, raw_off: np.ndarray, raw_len: np.ndarray, sha_off: np.ndarray,
+                     sha_len: np.ndarray, keys: list[bytes | None], key_idx: np.ndarray, max_raw: int,
+                     threads: int = 1) -> CheckedFrames:
+    """``check_frames``, also handing back the frames' bytes (decompressed by the same call, on the same
+    threads), so that callers need no per-frame Python work for the frames it proves."""
+    if LIB is None:
+        raise RuntimeError("libwattproof_native is not built (make builds it into .cache/native)")
+    n = int(raw_off.shape[0])
+    b = np.ascontiguousarray(buf, np.uint8)
+    cols = [np.ascontiguousarray(c, np.int64) for c in (raw_off, raw_len, sha_off, sha_len)]
+    sizes = np.empty(n, np.int64)
+    if n and LIB.wp_zstd_sizes(n, _ptr(b), b.size, _ptr(cols[0]), _ptr(cols[1]), max_raw, _ptr(sizes)) != 0:
+        raise RuntimeError("wp_zstd_sizes failed")
+    slot = np.zeros(n + 1, np.int64)
+    np.cumsum(np.maximum(sizes, 0), out=slot[1:])
+    raw = np.empty(max(int(slot[-1]), 1), np.uint8)
+    out = np.ones(n, np.uint8)
+    ln = np.full(n, -1, np.int64)
+    sig_at = np.full(n, -1, np.int64)
+    if n == 0:
+        return CheckedFrames(out == 0, raw, slot[:-1], ln, sig_at)
+    table, idx = _key_table(keys, key_idx)
+    rc = LIB.wp_check_frames_raw(n, _ptr(b), b.size, *(_ptr(c) for c in cols), _ptr(table), len(keys), _ptr(idx),
+                                 max_raw, max(1, threads), _ptr(out), _ptr(raw), raw.size, _ptr(slot), _ptr(ln),
+                                 _ptr(sig_at))
+    if rc != 0:
+        raise RuntimeError(f"wp_check_frames_raw returned {rc}")
+    return CheckedFrames(out == 0, raw, slot[:-1], ln, sig_at)
+
+
+def _key_table(keys: list[bytes | None], key_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The keys as one ``(k, 32)`` table and the key index per frame (-1 where the key is missing or malformed)."""
+    table = np.zeros((max(len(keys), 1), 32), np.uint8)
+    idx = np.ascontiguousarray(key_idx, np.int32).copy()
+    for k, key in enumerate(keys):
+        if key is not None and len(key) == 32:
+            table[k] = np.frombuffer(key, np.uint8)
+        else:
+            idx[idx == k] = -1
+    return table, idx
 
 
 def verify_batch(msgs: list[bytes], sigs: list[bytes], keys: list[bytes]) -> np.ndarray:
@@ -115,14 +166,15 @@ def sha256_ranges(buf: np.ndarray, offs: np.ndarray, out: np.ndarray, threads: i
         raise ValueError("offsets out of order or outside the buffer")
 
 
-def merkle_roots(hashes: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """``(nb, 32)``: the RFC 6962 root of each run ``hashes[starts[b]:starts[b + 1]]`` of ``(n, 32)`` leaf hashes."""
+def merkle_roots(hashes: np.ndarray, starts: np.ndarray, threads: int = 1) -> np.ndarray:
+    """``(nb, 32)``: the RFC 6962 root of each run ``hashes[starts[b]:starts[b + 1]]`` of ``(n, 32)`` leaf hashes,
+    the runs shared out over ``threads`` threads."""
     if LIB is None:
         raise RuntimeError("libwattproof_native is not built (make builds it into .cache/native)")
     nb = max(int(starts.shape[0]) - 1, 0)
     out = np.empty((nb, 32), np.uint8)
     h = np.ascontiguousarray(hashes, np.uint8).reshape(-1, 32)
     st = np.ascontiguousarray(starts, np.int64)
-    if nb and (st[-1] > h.shape[0] or LIB.wp_merkle_roots(nb, _ptr(h), _ptr(st), _ptr(out)) != 0):
+    if nb and (st[-1] > h.shape[0] or LIB.wp_merkle_roots(nb, _ptr(h), _ptr(st), max(1, threads), _ptr(out)) != 0):
         raise ValueError("run starts out of order or outside the hashes")
     return out

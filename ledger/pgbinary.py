@@ -137,6 +137,43 @@ def _array_ints_into(buf: np.ndarray, off: np.ndarray, ln: np.ndarray, out: np.n
     return k, counts, True
 
 
+#: element width of the integer array types read here (int8, int4, int2, timestamptz, timestamp)
+_WIDTH = {20: 8, 23: 4, 21: 2, 1184: 8, 1114: 8}
+
+
+def _array_ints_strided(buf: np.ndarray, off: np.ndarray, ln: np.ndarray,
+                        out: np.ndarray) -> tuple[int, np.ndarray] | None:
+    """``_array_ints_into`` for a few long arrays (e.g. one per device): every element of an integer array without
+    NULLs has the type's width, so each array is read as one strided big-endian view (no per-element loop). None
+    when that shape does not hold (a NULL, another type, many short arrays): the kernel then reads them."""
+    if len(off) > 1024:
+        return None
+    counts = np.zeros(len(off), np.int64)
+    k = 0
+    raw = buf.data
+    for i in range(len(off)):
+        if ln[i] <= 0:
+            continue
+        p = int(off[i])
+        ndim, _flags, oid = (int.from_bytes(raw[p + j:p + j + 4], "big", signed=True) for j in (0, 4, 8))
+        if ndim == 0:
+            continue
+        w = _WIDTH.get(oid)
+        if ndim != 1 or w is None:
+            return None
+        cnt = int.from_bytes(raw[p + 12:p + 16], "big", signed=True)
+        start = p + 20
+        if cnt < 0 or k + cnt > out.size or int(ln[i]) != 20 + cnt * (4 + w):
+            return None
+        lens = np.ndarray((cnt,), ">i4", buf, start, (4 + w,))
+        if not bool((lens == w).all()):
+            return None
+        out[k:k + cnt] = np.ndarray((cnt,), f">i{w}", buf, start + 4, (4 + w,))
+        counts[i] = cnt
+        k += cnt
+    return k, counts
+
+
 @njit(cache=True)
 def _runs(buf: np.ndarray, eo: np.ndarray, el: np.ndarray) -> np.ndarray:
     """Indices where an element's bytes differ from the previous element's (start of each run)."""
@@ -197,6 +234,9 @@ class Rows:
 
     def array_ints_into(self, col: int, out: np.ndarray) -> tuple[int, np.ndarray]:
         """``array_ints`` written into ``out`` (int64, C-contiguous): (elements written, each row's count)."""
+        fast = _array_ints_strided(self.buf, self.off[:, col], self.ln[:, col], out)
+        if fast is not None:
+            return fast
         k, counts, ok = _array_ints_into(self.buf, np.ascontiguousarray(self.off[:, col]),
                                          np.ascontiguousarray(self.ln[:, col]), out)
         if not ok:

@@ -18,8 +18,9 @@ import gc
 import hashlib
 import os
 import re
+from collections.abc import Generator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -70,7 +71,32 @@ def _enter_snapshot(conn: psycopg.Connection[Any], snapshot: str) -> None:
     if not re.fullmatch(r"[0-9A-Fa-f-]+", snapshot):
         raise ValueError(f"not a snapshot id: {snapshot!r}")
     conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")  # takes no parameter
+    _bulk_settings(conn)
+
+
+def _bulk_settings(conn: psycopg.Connection[Any]) -> None:
+    """For the bulk reads of this transaction: no JIT (compiling the plans costs more than it saves here), and
+    room for the hash joins with the sealing queue's frames to stay in memory (spilled to disk, they cost more and
+    hand the readings over out of their stored order)."""
     conn.execute("SET LOCAL jit = off")
+    conn.execute("SET LOCAL work_mem = '256MB'")
+
+
+@contextlib.contextmanager
+def read_snapshot(dsn: str, snapshot: str | None = None) -> Any:
+    """``(connection, snapshot id)`` in a read-only REPEATABLE READ transaction: the caller's exported ``snapshot``
+    (so that several passes read one store), or a new one, exported for the side connections."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        if snapshot is None:
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            _bulk_settings(conn)
+            snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
+        else:
+            _enter_snapshot(conn, snapshot)
+        try:
+            yield conn, snapshot
+        finally:
+            conn.execute("ROLLBACK")  # read only: nothing to keep
 
 
 def _copy_in_snapshot(dsn: str, snapshot: str, query: str, params: Any) -> np.ndarray:
@@ -101,6 +127,18 @@ def _frame_index(conn: psycopg.Connection[Any], devices: list[str],
                  batch_ids: list[str] | None) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
     """Every frame the check covers, without its bytes: (device code, seq, recorded SHA-256), for the leaves."""
     return _index_of(Rows(copy_out(conn, *_frames_query(devices, batch_ids, with_bytes=False)), 3))
+
+
+STORED_QUERY = "SELECT leaf_devices, leaf_seqs, leaf_idxs, leaf_hashes FROM batches " + BATCH_FILTER
+
+
+def _index_of_frames(frames: Any) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
+    """``_index_of`` for the frames a completeness pass loaded (``ledger.sealqueue.FrameRows``)."""
+    ln = np.maximum(frames.ln[:, 3], 0)
+    blob = bulk.gather(frames.buf, frames.off[:, 3], ln).tobytes()
+    ends = np.cumsum(ln).tolist()
+    return (frames.ints(0).astype(np.int32), frames.ints(1),
+            [blob[e - n:e] for e, n in zip(ends, ln.tolist(), strict=True)])
 
 
 def _index_of(rows: Rows) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
@@ -237,14 +275,18 @@ def _pack(parts: list[tuple[np.ndarray, int]]) -> np.ndarray:
 def verify_bulk(dsn: str, backend: LedgerBackend, site: str | None = None, start: datetime | None = None,
                 end: datetime | None = None, workers: int | None = None,
                 keys: dict[str, bytes] | None = None, pending: set[tuple[str, int, int]] | None = None,
-                frame_bad: list[tuple[int, int, str]] | None = None) -> list[Any]:
+                frame_bad: list[tuple[int, int, str]] | None = None, snapshot: str | None = None,
+                shared: dict[str, Any] | None = None) -> list[Any]:
     """``keys``: the device keys frames are checked with (the verifier's pinned ones); default: the store's.
     ``frame_bad``: every frame's verdict is already known (a full verify's completeness pass checked them all):
-    the invalid ones as (device code in sorted device order, seq, why); their bytes are then not read again."""
+    the invalid ones as (device code in sorted device order, seq, why); their bytes are then not read again.
+    ``snapshot``: read in this exported snapshot; ``shared``: what the completeness pass loaded in it (every
+    reading and frame, ``ledger.complete_bulk.check_bulk``), used instead of loading them again."""
     gc_was_on = gc.isenabled()
     gc.disable()  # millions of short-lived objects and no cycles: the collector only costs time here
     try:
-        return _verify_bulk(dsn, backend, site, start, end, workers, keys, pending or set(), frame_bad)
+        return _verify_bulk(dsn, backend, site, start, end, workers, keys, pending or set(), frame_bad, snapshot,
+                            shared or {})
     finally:
         if gc_was_on:
             gc.enable()
@@ -252,95 +294,124 @@ def verify_bulk(dsn: str, backend: LedgerBackend, site: str | None = None, start
 
 def _verify_bulk(dsn: str, backend: LedgerBackend, site: str | None, start: datetime | None,
                  end: datetime | None, workers: int | None, keys: dict[str, bytes] | None,
-                 pending: set[tuple[str, int, int]], frame_bad: list[tuple[int, int, str]] | None) -> list[Any]:
+                 pending: set[tuple[str, int, int]], frame_bad: list[tuple[int, int, str]] | None,
+                 snapshot: str | None, shared: dict[str, Any]) -> list[Any]:
+    steps = replay_steps(dsn, backend, site, start, end, workers, keys, frame_bad is not None, snapshot, shared)
+    next(steps)
+    return finish(steps, pending, frame_bad)
+
+
+Steps = Generator[None, tuple[set[tuple[str, int, int]], list[tuple[int, int, str]] | None], list[Any]]
+
+
+def finish(steps: Steps, pending: set[tuple[str, int, int]], frame_bad: list[tuple[int, int, str]] | None) -> list[Any]:
+    """The reports of a replay started with ``replay_steps`` (and advanced to its pause), given the signed late
+    readings (``pending``) and, when it was told the frames are checked elsewhere, their verdicts (``frame_bad``)."""
+    try:
+        steps.send((pending, frame_bad))
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    raise RuntimeError("the replay did not finish")
+
+
+def replay_steps(dsn: str, backend: LedgerBackend, site: str | None, start: datetime | None, end: datetime | None,
+                 workers: int | None, keys: dict[str, bytes] | None, frames_checked: bool, snapshot: str | None,
+                 shared: dict[str, Any]) -> Steps:
+    """The replay in two steps: ``next()`` loads and compares everything (batches, leaves, roots, readings), then
+    pauses; ``finish`` hands it what only the completeness pass knows (``pending``; the frames' verdicts when
+    ``frames_checked``) and gets the reports. So a whole-store verify replays while the completeness pass's
+    signature checks run (``ledger.verify.verify_all``)."""
     from ledger.verify import verify_one_batch_rows
 
     params = {"site": site, "start": start, "end": end}
-    with psycopg.connect(dsn) as conn:
-        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        conn.read_only = True
-        with conn.transaction():
-            conn.execute("SET LOCAL jit = off")  # compiling the plan costs more than it saves here
-            devices = sorted(d for (d,) in conn.execute("SELECT device_id FROM devices"))
-            meta = conn.execute("SELECT batch_id, site_id, window_start, window_end, header, cardinality(leaf_devices), "
-                                "cardinality(leaf_seqs), cardinality(leaf_idxs), length(leaf_hashes) FROM batches "
-                                + BATCH_FILTER, params).fetchall()
-            full = site is None and start is None and end is None
-            batch_ids = [m[0] for m in meta]
-            est = conn.execute("SELECT reltuples FROM pg_class WHERE oid = 'frames'::regclass").fetchone()
-            n_frames = int(est[0]) if est and est[0] >= 0 else \
-                conn.execute("SELECT count(*) FROM frames").fetchone()[0]  # type: ignore[index]
-            snap = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
-            only = None if full else batch_ids
-            # the batches' windows: a batch's readings are its window's readings that its leaves hold, and those
-            # no batch of the window holds (inserted, or late and not yet amended) — docs/proofs.md, "Batch"
-            windows: list[Window] = []
-            wno: dict[tuple[str, Any, Any], int] = {}
-            for m in meta:
-                k = (m[1], m[2], m[3])
-                if k not in wno:
-                    wno[k] = len(windows)
-                    windows.append(k)
-            bno_wno = np.array([wno[(m[1], m[2], m[3])] for m in meta], np.int64)
-            raw_keys = keys if keys is not None else \
-                {d: bytes(k) for d, k in conn.execute("SELECT device_id, public_key FROM devices")}
-            side = ThreadPoolExecutor(2)
-            pool = None
-            try:
-                # the stored leaves and (with the native check) the frames come over connections of their
-                # own in the same snapshot while this one loads the readings
-                stored_fut = side.submit(_copy_in_snapshot, dsn, snap, "SELECT leaf_devices, leaf_seqs, leaf_idxs, "
-                                         "leaf_hashes FROM batches " + BATCH_FILTER, params)
-                if frame_bad is not None:
-                    # the caller checked every frame already (verify_all's completeness pass): only their index
+    with read_snapshot(dsn, snapshot) as (conn, snap):
+        devices = sorted(d for (d,) in conn.execute("SELECT device_id FROM devices"))
+        meta = conn.execute("SELECT batch_id, site_id, window_start, window_end, header, cardinality(leaf_devices), "
+                            "cardinality(leaf_seqs), cardinality(leaf_idxs), length(leaf_hashes) FROM batches "
+                            + BATCH_FILTER, params).fetchall()
+        full = site is None and start is None and end is None
+        batch_ids = [m[0] for m in meta]
+        est = conn.execute("SELECT reltuples FROM pg_class WHERE oid = 'frames'::regclass").fetchone()
+        n_frames = int(est[0]) if est and est[0] >= 0 else \
+            conn.execute("SELECT count(*) FROM frames").fetchone()[0]  # type: ignore[index]
+        only = None if full else batch_ids
+        # the batches' windows: a batch's readings are its window's readings that its leaves hold, and those
+        # no batch of the window holds (inserted, or late and not yet amended) — docs/proofs.md, "Batch"
+        windows: list[Window] = []
+        wno: dict[tuple[str, Any, Any], int] = {}
+        for m in meta:
+            k = (m[1], m[2], m[3])
+            if k not in wno:
+                wno[k] = len(windows)
+                windows.append(k)
+        bno_wno = np.array([wno[(m[1], m[2], m[3])] for m in meta], np.int64)
+        raw_keys = keys if keys is not None else \
+            {d: bytes(k) for d, k in conn.execute("SELECT device_id, public_key FROM devices")}
+        side = ThreadPoolExecutor(2)
+        pool = None
+        try:
+            # the stored leaves and (with the native check) the frames come over connections of their
+            # own in the same snapshot while this one loads the readings
+            stored_fut = shared.get("stored") or side.submit(_copy_in_snapshot, dsn, snap, STORED_QUERY, params)
+            q = shared.get("queued") if full and shared.get("devices") == devices else None
+            if frames_checked:
+                # the caller checks every frame (verify_all's completeness pass): only their index, and
+                # today's readings as it loaded them (in this snapshot) when it did
+                cur = _current_of(q, windows, conn) if q is not None else None
+                if cur is None:
                     cur = load_current(conn, windows, devices, snap, dsn)
-                    findex = _frame_index(conn, devices, only)
-                elif nativelib.LIB is not None:
-                    # the frames' bytes, then their check (which releases the GIL), on a side thread from
-                    # as soon as they arrive, while this thread loads the readings and compares the leaves
-                    frames_fut: Future[Rows] = Future()
-                    check_fut = side.submit(_frames_then_check, frames_fut, dsn, snap, devices, only, raw_keys)
-                    cur = load_current(conn, windows, devices, snap, dsn)
-                    findex = _index_of(frames_fut.result())
-                else:
-                    procs = workers if workers is not None else (1 if n_frames < _INLINE_FRAMES else 2)
-                    parts = procs * 3 if procs > 1 else 1
-                    pool = ProcessPoolExecutor(procs, initializer=_lower_priority) if procs > 1 else None
-                    futs = [pool.submit(_frames_part, dsn, devices, only, k, parts, snap, raw_keys)
-                            for k in range(parts)] if pool else []
-                    cur = load_current(conn, windows, devices, snap, dsn)
-                    findex = _frame_index(conn, devices, only)
-                stored = Rows(stored_fut.result(), 4)
-                reports, on_ledger, check, slow = _ledger_side(meta, backend, cur)
-                seen = _compare(reports, meta, on_ledger, check, stored, cur, findex, devices, bno_wno, pending)
-                if frame_bad is not None:
-                    bad = frame_bad
-                elif nativelib.LIB is not None:
-                    bad = check_fut.result()
-                elif pool:
-                    # the shares no worker has started yet are done here, so no core idles at the end
-                    mine = {k: _frames_part(dsn, devices, only, k, parts, snap, raw_keys)
-                            for k in reversed(range(parts)) if futs[k].cancel()}
-                    bad = [p for k in range(parts) for p in (mine[k] if k in mine else futs[k].result())]
-                else:
-                    bad = _frames_part(dsn, devices, only, 0, 1, snap, raw_keys)
-            finally:
-                side.shutdown()
-                if pool:
-                    pool.shutdown()
-            if seen is not None:
-                _attach_bad_frames(reports, seen, findex, bad)
-            for b in np.flatnonzero(check):
-                rep = reports[b]
-                if rep.changed or rep.deleted or rep.inserted or rep.bad_frames:
-                    rep.status = "tampered"
-            if slow:
-                pubs = {d: Ed25519PublicKey.from_public_bytes(k) for d, k in raw_keys.items()}
-                unz = zstandard.ZstdDecompressor()
-                for b in slow:
-                    m = meta[b]
-                    reports[b] = verify_one_batch_rows(conn, backend, m[0], m[1], m[2], m[3], bytes(m[4]), pubs, unz,
-                                                       pending)
+                findex = _index_of_frames(q.frames) if q is not None else _frame_index(conn, devices, only)
+            elif nativelib.LIB is not None:
+                # the frames' bytes, then their check (which releases the GIL), on a side thread from
+                # as soon as they arrive, while this thread loads the readings and compares the leaves
+                frames_fut: Future[Rows] = Future()
+                check_fut = side.submit(_frames_then_check, frames_fut, dsn, snap, devices, only, raw_keys)
+                cur = load_current(conn, windows, devices, snap, dsn)
+                findex = _index_of(frames_fut.result())
+            else:
+                procs = workers if workers is not None else (1 if n_frames < _INLINE_FRAMES else 2)
+                parts = procs * 3 if procs > 1 else 1
+                pool = ProcessPoolExecutor(procs, initializer=_lower_priority) if procs > 1 else None
+                futs = [pool.submit(_frames_part, dsn, devices, only, k, parts, snap, raw_keys)
+                        for k in range(parts)] if pool else []
+                cur = load_current(conn, windows, devices, snap, dsn)
+                findex = _frame_index(conn, devices, only)
+            stored = Rows(stored_fut.result(), 4)
+            reports, on_ledger, check, slow = _ledger_side(meta, backend, cur)
+            seen = _compare(reports, meta, on_ledger, check, stored, cur, findex, devices, bno_wno, set())
+            pending, frame_bad = yield
+            if frames_checked:
+                bad = frame_bad or []
+            elif nativelib.LIB is not None:
+                bad = check_fut.result()
+            elif pool:
+                # the shares no worker has started yet are done here, so no core idles at the end
+                mine = {k: _frames_part(dsn, devices, only, k, parts, snap, raw_keys)
+                        for k in reversed(range(parts)) if futs[k].cancel()}
+                bad = [p for k in range(parts) for p in (mine[k] if k in mine else futs[k].result())]
+            else:
+                bad = _frames_part(dsn, devices, only, 0, 1, snap, raw_keys)
+        finally:
+            side.shutdown()
+            if pool:
+                pool.shutdown()
+        if pending:  # a signed late reading awaiting its amendment is not "inserted"
+            for rep in reports:
+                if rep.inserted:
+                    rep.inserted = [k for k in rep.inserted if k not in pending]
+        if seen is not None:
+            _attach_bad_frames(reports, seen, findex, bad)
+        for b in np.flatnonzero(check):
+            rep = reports[b]
+            if rep.changed or rep.deleted or rep.inserted or rep.bad_frames:
+                rep.status = "tampered"
+        if slow:
+            pubs = {d: Ed25519PublicKey.from_public_bytes(k) for d, k in raw_keys.items()}
+            unz = zstandard.ZstdDecompressor()
+            for b in slow:
+                m = meta[b]
+                reports[b] = verify_one_batch_rows(conn, backend, m[0], m[1], m[2], m[3], bytes(m[4]), pubs, unz,
+                                                   pending)
     return reports
 
 
@@ -405,6 +476,38 @@ def load_current(conn: psycopg.Connection[Any], windows: list[Window], devices: 
         first = Rows(copy_out(conn, CURRENT_QUERY, _wparams(windows[:half], devices)), 9)
         second = Rows(fut.result(), 9)
     return _current_columns([(first, 0), (second, half)])
+
+
+_EPOCH_2000 = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def _current_of(q: Any, windows: list[Window], conn: psycopg.Connection[Any]) -> dict[str, np.ndarray] | None:
+    """``load_current``'s columns from the readings a completeness pass loaded in this snapshot (every reading of
+    every registered device, ``ledger.sealqueue.Queued``): each reading in the window of its device's site that
+    holds its ts. None when a site's windows overlap (a reading would then count in several): load them then."""
+    site_of = dict(conn.execute("SELECT device_id, site_id FROM devices").fetchall())
+    sites = sorted(set(site_of.values()) | {w[0] for w in windows})
+    scode = {s_: i for i, s_ in enumerate(sites)}
+    dev_site = np.array([scode[site_of[d]] for d in q.devices], np.int64)
+    us = q.us
+    a = np.array([(w[1] - _EPOCH_2000) // timedelta(microseconds=1) for w in windows], np.int64)
+    z = np.array([(w[2] - _EPOCH_2000) // timedelta(microseconds=1) for w in windows], np.int64)
+    ws = np.array([scode[w[0]] for w in windows], np.int64)
+    lo = min(int(a.min()) if a.size else 0, int(us.min()) if us.size else 0)
+    hi = max(int(z.max()) if z.size else 0, int(us.max()) if us.size else 0)
+    span = hi - lo + 1
+    if span * (len(sites) + 1) >= 2**62:
+        return None
+    order = np.lexsort((a, ws))
+    wa, wz = ws[order] * span + (a[order] - lo), ws[order] * span + (z[order] - lo)
+    if bool((wz[:-1] > wa[1:]).any()) or bool((wz < wa).any()):
+        return None  # overlapping (or inverted) windows: the query's semantics, reading by reading
+    key = dev_site[q.dev] * span + (us - lo)
+    pos = np.searchsorted(wa, key, side="right") - 1
+    inside = (pos >= 0) & (key < wz[np.maximum(pos, 0)])
+    sel = np.flatnonzero(inside)
+    return {"wno": order[pos[sel]].astype(np.int64), "dno": q.dev[sel], "ts": us[sel], "ch": q.ch[sel], "e": q.e[sel],
+            "p": q.p[sel], "seq": q.seq[sel], "idx": q.idx[sel]}
 
 
 def _current_columns(parts: list[tuple[Rows, int]]) -> dict[str, np.ndarray]:
@@ -504,7 +607,9 @@ def _batch_of(cur: dict[str, np.ndarray], bno_wno: np.ndarray, counts: np.ndarra
         return out
 
     def lookup(skey: np.ndarray, ckey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        o = np.lexsort((s_bno, skey))
+        # == np.lexsort((s_bno, skey)): s_bno never decreases along the stored leaves, so a stable sort by skey
+        # keeps equal keys in batch order
+        o = np.argsort(skey, kind="stable")
         sk = skey[o]
         p = np.searchsorted(sk, ckey)
         pc = np.minimum(p, len(sk) - 1)

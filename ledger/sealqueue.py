@@ -13,7 +13,7 @@ edited reading refuses only itself. Pure apart from the two COPYs in ``load_queu
 from __future__ import annotations
 
 import hashlib
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,7 @@ from firmware_sim.wire import (
 )
 from ledger import nativelib
 from ledger.bulk import StringTable
-from ledger.framewriter import equal_frames, write_frames
+from ledger.framewriter import rebuilt_equal
 from ledger.pgbinary import Rows, copy_out
 from ledger.replay import _copy_in_snapshot
 
@@ -48,6 +48,7 @@ FRAMES_QUERY = FRAME_ARRAYS + """
 FROM (SELECT k.device_id, k.seq FROM """ + QUEUED + """) k JOIN frames f USING (device_id, seq)
 JOIN unnest(%(devs)s::text[]) WITH ORDINALITY AS dv(device_id, dno) USING (device_id)
 GROUP BY dv.dno, f.seq / 1024
+ORDER BY dv.dno, f.seq / 1024  -- a few rows: the columns then come in (device, seq) order
 """
 
 
@@ -83,6 +84,7 @@ FROM readings r JOIN (SELECT k.device_id, k.seq FROM """ + QUEUED + """) k USING
 JOIN unnest(%(devs)s::text[]) WITH ORDINALITY AS dv(device_id, dno) USING (device_id)
 WHERE r.ts >= %(lo)s AND r.ts <= %(hi)s AND (%(only)s::text[] IS NULL OR r.device_id = ANY(%(only)s))
 GROUP BY dv.dno
+ORDER BY dv.dno  -- one row per device: the columns then come in device order
 """
 
 
@@ -102,24 +104,36 @@ class Queued:
     e: np.ndarray
     p: np.ndarray
     frame_row: np.ndarray  # per reading: its row in ``frames``, or -1
+    us: np.ndarray | None = None  # per reading: ts as stored (µs since 2000-01-01, PostgreSQL's epoch)
 
 
-def frames_proven(dsn: str, snapshot: str, query: str, params: dict[str, Any],
-                  keys: list[bytes | None]) -> tuple[FrameRows, np.ndarray | None]:
-    """The frames of a ``FRAME_ARRAYS`` query in the exported snapshot, and which of them the native check proves
-    (None without the library). Run on a side thread: the check releases the GIL."""
-    frames = FrameRows(_copy_in_snapshot(dsn, snapshot, query, params))
+def frames_then_check(frames_out: Future[FrameRows], dsn: str, snapshot: str, query: str, params: dict[str, Any],
+                      keys: list[bytes | None]) -> nativelib.CheckedFrames | None:
+    """The frames of a ``FRAME_ARRAYS`` query in the exported snapshot, handed to ``frames_out`` as soon as they are
+    loaded, then what the native check finds (which of them it proves, and their bytes; None without the library).
+    Run on a side thread: the check releases the GIL."""
+    try:
+        frames = FrameRows(_copy_in_snapshot(dsn, snapshot, query, params))
+    except BaseException as exc:
+        frames_out.set_exception(exc)
+        raise
+    frames_out.set_result(frames)
     if nativelib.LIB is None or len(frames) == 0:
-        return frames, None
-    return frames, nativelib.check_frames(frames.buf, frames.off[:, 4], frames.ln[:, 4], frames.off[:, 3],
-                                          frames.ln[:, 3], keys, frames.ints(0).astype(np.int32), MAX_FRAME_BYTES, 2)
+        return None
+    return _native_check(frames, keys)
+
+
+def _native_check(frames: FrameRows, keys: list[bytes | None]) -> nativelib.CheckedFrames:
+    return nativelib.check_frames_raw(frames.buf, frames.off[:, 4], frames.ln[:, 4], frames.off[:, 3], frames.ln[:, 3],
+                                      keys, frames.ints(0).astype(np.int32), MAX_FRAME_BYTES, 2)
 
 
 def load_queue(conn: psycopg.Connection[Any], dsn: str, snapshot: str, devices: list[str], keys: list[bytes | None],
-               cut: int, site: str | None, lo_ms: int, hi_ms: int) -> tuple[Queued, np.ndarray | None]:
+               cut: int, site: str | None, lo_ms: int, hi_ms: int) -> tuple[Queued, nativelib.CheckedFrames | None]:
     """The queued frames with readings before ``cut`` and all their readings, and which frames the native check
     proves: the frames and their signature check on one side connection, the readings in two halves of the
-    devices on this one and another, all at once in the caller's exported snapshot."""
+    devices on this one and another, all at once in the caller's exported snapshot; the readings are put in order
+    while the signatures are checked."""
     from datetime import UTC, datetime
 
     lo = datetime.fromtimestamp(lo_ms / 1000, UTC)
@@ -127,14 +141,15 @@ def load_queue(conn: psycopg.Connection[Any], dsn: str, snapshot: str, devices: 
     half = len(devices) // 2
     params = {"cut": cut, "site": site, "devs": devices, "lo": lo, "hi": hi}
     with ThreadPoolExecutor(2) as side:
-        checked = side.submit(frames_proven, dsn, snapshot, FRAMES_QUERY, params, keys)
+        frames_fut: Future[FrameRows] = Future()
+        checked = side.submit(frames_then_check, frames_fut, dsn, snapshot, FRAMES_QUERY, params, keys)
         second = side.submit(_copy_in_snapshot, dsn, snapshot, READINGS_QUERY, {**params, "only": devices[half:]}) \
             if half else None
         rows = [Rows(copy_out(conn, READINGS_QUERY, {**params, "only": devices[:half] if half else None}), 8)]
         if second is not None:
             rows.append(Rows(second.result(), 8))
-        frames, proven = checked.result()
-    return assemble(devices, frames, rows), proven
+        q = assemble(devices, frames_fut.result(), rows)  # while the frames' signatures are checked
+        return q, checked.result()
 
 
 def assemble(devices: list[str], frames: FrameRows, rows: list[Rows]) -> Queued:
@@ -142,11 +157,12 @@ def assemble(devices: list[str], frames: FrameRows, rows: list[Rows]) -> Queued:
     by (device, seq, idx), each with its frame's row."""
     cols = _columns(rows)
     f_dev, f_seq = frames.ints(0), frames.ints(1)
-    order = np.lexsort((cols["idx"], cols["seq"], cols["dev"]))
-    for k in cols:
-        cols[k] = cols[k][order]
+    if not _sorted_by(cols["dev"], cols["seq"], cols["idx"]):
+        order = _order_by_frame_then_idx(cols["dev"], cols["seq"], cols["idx"])
+        for k in cols:
+            cols[k] = cols[k][order]
     fkey = f_dev.astype(np.int64) * (1 << 40) + f_seq
-    forder = np.argsort(fkey, kind="stable")
+    forder = np.arange(len(fkey)) if _sorted_by(fkey) else np.argsort(fkey, kind="stable")
     rkey = cols["dev"] * (1 << 40) + cols["seq"]
     pos = np.searchsorted(fkey[forder], rkey)
     pos_c = np.minimum(pos, max(len(forder) - 1, 0))
@@ -155,7 +171,37 @@ def assemble(devices: list[str], frames: FrameRows, rows: list[Rows]) -> Queued:
     rel = cols["us"] + _EPOCH_2000_US
     ts_ms = np.where(rel >= 0, (rel + 500) // 1000, -((-rel + 500) // 1000))
     return Queued(devices, frames, f_dev, f_seq, cols["dev"], cols["seq"], cols["idx"], ts_ms, cols["ch"], cols["e"],
-                  cols["p"], frame_row)
+                  cols["p"], frame_row, cols["us"])
+
+
+def _order_by_frame_then_idx(dev: np.ndarray, seq: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``np.lexsort((idx, seq, dev))``: one stable sort of the three packed in an int64 when they fit (the store hands
+    readings over nearly in this order, which that sort turns to account), else the lexsort."""
+    if dev.size:
+        key = np.zeros(dev.size, np.int64)
+        total = 1
+        for col in (dev, seq, idx):
+            lo, span = int(col.min()), int(col.max()) - int(col.min()) + 1
+            total *= span
+            if total >= 2**62:
+                break
+            key = key * span + (col - lo)
+        else:
+            return np.argsort(key, kind="stable")
+    return np.lexsort((idx, seq, dev))
+
+
+def _sorted_by(*keys: np.ndarray) -> bool:
+    """Are the rows already in (stable) lexicographic order of ``keys``, most significant first?"""
+    if keys[0].size < 2:
+        return True
+    later = np.zeros(keys[0].size - 1, bool)  # the row is already greater on a more significant key
+    for k in keys:
+        d = np.diff(k)
+        if bool((~later & (d < 0)).any()):
+            return False
+        later |= d > 0
+    return True
 
 
 def _columns(rows: list[Rows]) -> dict[str, np.ndarray]:
@@ -174,60 +220,48 @@ def _columns(rows: list[Rows]) -> dict[str, np.ndarray]:
     return out
 
 
+class FrameBytes:
+    """Each frame's stored bytes as decompressed by the check (``b""`` where unreadable): ``raws[i]``."""
+
+    def __init__(self, buf: np.ndarray, off: np.ndarray, ln: np.ndarray) -> None:
+        self.buf, self.off, self.ln = buf, off, ln
+
+    def __len__(self) -> int:
+        return len(self.off)
+
+    def __getitem__(self, i: int) -> bytes:
+        n = int(self.ln[i])
+        return self.buf[int(self.off[i]):int(self.off[i]) + n].tobytes() if n > 0 else b""
+
+
 def check(q: Queued, site_of_dev: list[str], keys: list[bytes | None],
-          proven: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[bytes]]:
+          proven: nativelib.CheckedFrames | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, FrameBytes]:
     """(per reading: backed; per frame: valid — readable, its recorded SHA-256, a valid signature; per frame:
-    its stored readings rebuild it exactly; per frame: its raw bytes). ``proven``: frames already proven
-    valid by the caller (their signature is not checked again)."""
+    its stored readings rebuild it exactly; per frame: its raw bytes). ``proven``: the native check of these
+    frames, already made by the caller (their signature is not checked again)."""
     fr = q.frames
     n_f = len(fr)
     ok_reading = np.zeros(len(q.seq), bool)
     if n_f == 0:
-        return ok_reading, np.zeros(0, bool), np.zeros(0, bool), []
-    raw_off, raw_len, sha_off, sha_len = fr.off[:, 4], fr.ln[:, 4], fr.off[:, 3], fr.ln[:, 3]
-    f_dev = q.f_dev.astype(np.int32)
+        return ok_reading, np.zeros(0, bool), np.zeros(0, bool), FrameBytes(np.zeros(0, np.uint8), np.zeros(0, np.int64),
+                                                                             np.zeros(0, np.int64))
     if proven is None and nativelib.LIB is not None:
-        proven = nativelib.check_frames(fr.buf, raw_off, raw_len, sha_off, sha_len, keys, f_dev, MAX_FRAME_BYTES, 2)
-    elif proven is None:
-        proven = np.zeros(n_f, bool)
-    unz = zstandard.ZstdDecompressor()
-    raws: list[bytes] = []
+        proven = _native_check(fr, keys)
     sig_at = np.zeros(n_f, np.int64)
     sig_len = np.zeros(n_f, np.int64)
     valid = np.zeros(n_f, bool)
-    buf = fr.buf
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-    pubs: dict[int, Any] = {}
-    for i in range(n_f):
-        try:
-            raw = unz.decompress(buf[raw_off[i]:raw_off[i] + raw_len[i]].tobytes(), max_output_size=MAX_FRAME_BYTES)
-        except zstandard.ZstdError:
-            raws.append(b"")
-            continue
-        raws.append(raw)
-        # the bytes compared below are the bytes hashed: one zstd frame, whose content is what was recorded (the
-        # native check decompresses every concatenated zstd frame; python-zstandard reads only the first)
-        if hashlib.sha256(raw).digest() != buf[sha_off[i]:sha_off[i] + sha_len[i]].tobytes():
-            continue
-        if not proven[i]:
-            # the reference decides (and a frame the reference refuses backs nothing)
-            key = keys[f_dev[i]] if 0 <= f_dev[i] < len(keys) else None
-            if key is None:
-                continue
-            try:
-                pub = pubs.setdefault(int(f_dev[i]), Ed25519PublicKey.from_public_bytes(key))
-                verify_signed_frame(decode_frame(raw), pub)
-            except (WireError, ValueError):
-                continue
-        a = raw.find(b',"sig":"')
-        if a < 0:
-            continue
-        sig_at[i], sig_len[i] = a + 8, 86
-        valid[i] = True
-    offs = np.zeros(n_f + 1, np.int64)
-    offs[1:] = np.cumsum([len(r) for r in raws])
-    rawbuf = np.frombuffer(b"".join(raws), np.uint8)
+    if proven is not None:
+        # proven by the native check: its bytes are the ones it hashed and whose signature it verified
+        native = proven.proven & proven.raw_ok & (proven.sig_at >= 0)
+        valid[native], sig_at[native], sig_len[native] = True, proven.sig_at[native], 86
+        off, ln = proven.off.copy(), np.where(proven.raw_ok, proven.ln, 0)
+        rawbuf, todo = proven.buf, np.flatnonzero(~proven.proven)
+    else:
+        off, ln = np.zeros(n_f, np.int64), np.zeros(n_f, np.int64)
+        rawbuf, todo = np.zeros(0, np.uint8), np.arange(n_f)
+    if todo.size:
+        rawbuf = _reference_check(fr, q.f_dev.astype(np.int32), keys, todo, rawbuf, off, ln, sig_at, sig_len, valid)
+    raws = FrameBytes(rawbuf, off, ln)
     # readings grouped by frame row (they are sorted by device, seq, idx; frames by row need their runs)
     has = q.frame_row >= 0
     rows_r = q.frame_row[has]
@@ -244,11 +278,11 @@ def check(q: Queued, site_of_dev: list[str], keys: list[bytes | None],
         contiguous[np.unique(q.frame_row[rsel[bad_idx]])] = False
     sites = sorted(set(site_of_dev))
     site_code = np.array([sites.index(s) for s in site_of_dev], np.int64)
-    built, boffs = write_frames(StringTable.of_json(q.devices), StringTable.of_json(sites), StringTable.of_json(CHANNELS),
-                                q.f_dev, site_code[q.f_dev], q.f_seq, fr.ints(2), rawbuf, offs[:-1] + sig_at, sig_len,
-                                first, np.minimum(q.ch[rsel], 2), q.e[rsel], q.p[rsel], q.ts_ms[rsel])
+    rebuilt = rebuilt_equal(StringTable.of_json(q.devices), StringTable.of_json(sites), StringTable.of_json(CHANNELS),
+                            q.f_dev, site_code[q.f_dev], q.f_seq, fr.ints(2), rawbuf, off + sig_at, sig_len, first,
+                            np.minimum(q.ch[rsel], 2), q.e[rsel], q.p[rsel], q.ts_ms[rsel], rawbuf, off, ln)
     odd_channel = np.bincount(q.frame_row[rsel][q.ch[rsel] > 2], minlength=n_f) > 0 if len(rsel) else np.zeros(n_f, bool)
-    same = (equal_frames(built, boffs, rawbuf, offs[:-1], np.diff(offs)) & valid & contiguous & ~odd_channel
+    same = (rebuilt & valid & contiguous & ~odd_channel
             & _within_schema(q, rsel, first, counts, fr.ints(2)))
     ok_reading[rsel] = np.repeat(same, counts)
     for i in np.flatnonzero(valid & ~same):  # the reference decides these frames and names the readings that differ
@@ -270,6 +304,51 @@ def check(q: Queued, site_of_dev: list[str], keys: list[bytes | None],
                 ok_reading[j] = (ch <= 2 and (r.ts_ms, r.channel, r.energy_wh, r.power_w)
                                  == (int(q.ts_ms[j]), CHANNELS[ch], int(q.e[j]), int(q.p[j])))
     return ok_reading, valid, same, raws
+
+
+def _reference_check(fr: FrameRows, f_dev: np.ndarray, keys: list[bytes | None], todo: np.ndarray,
+                     native_buf: np.ndarray, off: np.ndarray, ln: np.ndarray, sig_at: np.ndarray, sig_len: np.ndarray,
+                     valid: np.ndarray) -> np.ndarray:
+    """The frames ``todo`` (not proven by the native check, or no native library) decided by the reference:
+    their bytes (python-zstandard), recorded SHA-256, strict decoding and signature (``firmware_sim``). Fills
+    ``off``/``ln``/``sig_at``/``sig_len``/``valid`` for them; returns the buffer holding every frame's bytes (the
+    native one, with these frames' bytes after it)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    unz = zstandard.ZstdDecompressor()
+    raw_off, raw_len, sha_off, sha_len = fr.off[:, 4], fr.ln[:, 4], fr.off[:, 3], fr.ln[:, 3]
+    buf = fr.buf
+    pubs: dict[int, Any] = {}
+    extra: list[bytes] = []
+    at = native_buf.size
+    for i in todo.tolist():
+        try:
+            raw = unz.decompress(buf[raw_off[i]:raw_off[i] + raw_len[i]].tobytes(), max_output_size=MAX_FRAME_BYTES)
+        except zstandard.ZstdError:
+            raw = b""
+        off[i], ln[i] = at, len(raw)
+        extra.append(raw)
+        at += len(raw)
+        if not raw:
+            continue
+        # the bytes compared below are the bytes hashed: one zstd frame, whose content is what was recorded (the
+        # native check decompresses every concatenated zstd frame; python-zstandard reads only the first)
+        if hashlib.sha256(raw).digest() != buf[sha_off[i]:sha_off[i] + sha_len[i]].tobytes():
+            continue
+        key = keys[f_dev[i]] if 0 <= f_dev[i] < len(keys) else None
+        if key is None:
+            continue
+        try:
+            pub = pubs.setdefault(int(f_dev[i]), Ed25519PublicKey.from_public_bytes(key))
+            verify_signed_frame(decode_frame(raw), pub)
+        except (WireError, ValueError):
+            continue
+        a = raw.find(b',"sig":"')
+        if a < 0:
+            continue
+        sig_at[i], sig_len[i] = a + 8, 86
+        valid[i] = True
+    return np.concatenate([native_buf, np.frombuffer(b"".join(extra), np.uint8)]) if extra else native_buf
 
 
 def _within_schema(q: Queued, rsel: np.ndarray, first: np.ndarray, counts: np.ndarray, sent: np.ndarray) -> np.ndarray:

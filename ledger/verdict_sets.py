@@ -145,14 +145,22 @@ def _set_problems(backend: LedgerBackend, set_id: str, header_raw: bytes, leaves
     return out
 
 
+def _rows(dsn: str, query: str, params: dict[str, Any]) -> list[Any]:
+    """The stored rows; none on a store whose schema predates the table (anything the ledger holds is then
+    named as missing from the store: `wattproof db upgrade` adds the table)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        try:
+            return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
+        except psycopg.errors.UndefinedTable:
+            return []
+
+
 def check_verdict_sets(dsn: str, backend: LedgerBackend, org: str | None = None) -> list[Problem]:
     """Every stored verdict set equals what was anchored (leaves → root, context → digest, supersedes →
     amends) and rests on anchored batches; every anchored set is in the store."""
     out: list[Problem] = []
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT set_id, header, verdicts, context, context_sha256, supersedes FROM claim_verdict_sets "
-            "WHERE %(org)s::text IS NULL OR org_id = %(org)s ORDER BY created_at, set_id", {"org": org}).fetchall()
+    rows = _rows(dsn, "SELECT set_id, header, verdicts, context, context_sha256, supersedes FROM claim_verdict_sets "
+                      "WHERE %(org)s::text IS NULL OR org_id = %(org)s ORDER BY created_at, set_id", {"org": org})
     stored = set()
     for set_id, header_raw, leaves, ctx, ctx_sha, supersedes in rows:
         stored.add(set_id)
@@ -183,8 +191,7 @@ def check_report_manifests(dsn: str, backend: LedgerBackend) -> list[Problem]:
     import json
 
     out: list[Problem] = []
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        rows = conn.execute("SELECT report_id, manifest, header FROM report_manifests ORDER BY report_id").fetchall()
+    rows = _rows(dsn, "SELECT report_id, manifest, header FROM report_manifests ORDER BY report_id", {})
     stored = set()
     for report_id, manifest, header_raw in rows:
         stored.add(report_id)

@@ -10,6 +10,7 @@ Pure reporting: it never writes.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -48,15 +49,17 @@ class BatchReport:
 def verify(dsn: str, backend: LedgerBackend, site: str | None = None, start: datetime | None = None,
            end: datetime | None = None, workers: int | None = None,
            keys: dict[str, bytes] | None = None, pending: set[Key] | None = None,
-           frame_bad: list[tuple[int, int, str]] | None = None) -> list[BatchReport]:
+           frame_bad: list[tuple[int, int, str]] | None = None, snapshot: str | None = None,
+           shared: dict[str, Any] | None = None) -> list[BatchReport]:
     """Replay every sealed batch in range (bulk: a few binary COPYs, checks on columns; see ledger/replay.py).
 
     ``workers``: without the native library, the processes re-checking frame signatures (default: 2, or
     none for a small store); with it, frames are checked on two threads and ``workers`` is not used.
+    ``snapshot``, ``shared``: read in the caller's exported snapshot, reusing what its completeness pass loaded.
     """
     from ledger.replay import verify_bulk
 
-    return verify_bulk(dsn, backend, site, start, end, workers, keys, pending, frame_bad)
+    return verify_bulk(dsn, backend, site, start, end, workers, keys, pending, frame_bad, snapshot, shared)
 
 
 def verify_rows(dsn: str, backend: LedgerBackend, site: str | None = None, start: datetime | None = None,
@@ -181,16 +184,46 @@ def verify_all(dsn: str, backend: LedgerBackend, trust: Any = None, site: str | 
                start: datetime | None = None, end: datetime | None = None) -> VerifyResult:
     """The whole check: the replay of every batch in scope (with the pinned device keys) and the
     completeness checks of ``ledger.complete`` (readings ↔ frames ↔ batches ↔ ledger, keys ↔ trust)."""
-    from ledger import complete
+    from ledger.bulk import reusing_freed_memory
 
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    gc_was_on = gc.isenabled()
+    gc.disable()  # millions of short-lived objects and no cycles: the collector only costs time here
+    try:
+        with reusing_freed_memory():  # large columns come and go: reuse their pages
+            return _verify_all(dsn, backend, trust, site, start, end)
+    finally:
+        if gc_was_on:
+            gc.enable()
+
+
+def _verify_all(dsn: str, backend: LedgerBackend, trust: Any, site: str | None, start: datetime | None,
+                end: datetime | None) -> VerifyResult:
+    from ledger import complete, replay
+    from ledger.replay import read_snapshot
+
+    full = site is None and start is None and end is None  # then the completeness pass checks every frame
+    # both passes read one snapshot of the store, and the replay reuses the readings and frames the completeness
+    # pass loaded (a whole-store verify)
+    with read_snapshot(dsn) as (conn, snap):
         keys, _ = complete.device_keys(conn, trust, site)
-    comp = complete.check(dsn, backend, trust, site, start, end)
-    # a reading the replay finds in a sealed window but in no batch is a problem only if no valid signed frame
-    # holds it: signed late readings are pending (the next `anchor` seals them as an amendment)
-    full = site is None and start is None and end is None  # then the completeness pass checked every frame
-    reports = verify(dsn, backend, site, start, end, keys=keys, pending=set(comp.pending),
-                     frame_bad=comp.frame_bad if full else None)
+        shared: dict[str, Any] = {}
+        started: list[Any] = []
+
+        def replay_meanwhile() -> None:  # the replay's loading and comparing, while the frames' signatures are checked
+            steps = replay.replay_steps(dsn, backend, site, start, end, None, keys, True, snap, shared)
+            next(steps)
+            started.append(steps)
+
+        comp = complete.check(dsn, backend, trust, site, start, end, snapshot=snap, shared=shared,
+                              between=replay_meanwhile if full else None)
+        # a reading the replay finds in a sealed window but in no batch is a problem only if no valid signed frame
+        # holds it: signed late readings are pending (the next `anchor` seals them as an amendment)
+        if started:
+            reports = replay.finish(started[0], set(comp.pending), comp.frame_bad)
+        else:
+            reports = verify(dsn, backend, site, start, end, keys=keys, pending=set(comp.pending),
+                             frame_bad=comp.frame_bad if full else None, snapshot=snap, shared=shared)
+        shared.clear()  # the loaded columns are not needed any more
     pinned = trust is not None
     if backend.name == "fabric":
         # the peers' answers are claims too: each batch's block, endorsements and orderer signature are checked
@@ -199,9 +232,9 @@ def verify_all(dsn: str, backend: LedgerBackend, trust: Any = None, site: str | 
         if pinned:
             comp.problems += complete.fabric_receipts(dsn, backend, trust.fabric, site, start, end)
     if site is None:  # claim verdict sets are evidence too (ledger/verdict_sets.py); they live on their own chains
-        from ledger.verdict_sets import check_verdict_sets
+        from ledger.verdict_sets import check_report_manifests, check_verdict_sets
 
-        comp.problems += check_verdict_sets(dsn, backend)
+        comp.problems += check_verdict_sets(dsn, backend) + check_report_manifests(dsn, backend)
     return VerifyResult(reports, comp.problems, comp.pending, pinned, comp.readings, comp.frames)
 
 

@@ -360,26 +360,31 @@ def test_report_cli_writes_and_verify_report_cli_checks_it(seeded: dict[str, Any
 def test_store_still_verifies_intact_with_report_headers_on_the_ledger(seeded: dict[str, Any]) -> None:
     from ledger.verify import verify_all
 
-    res = verify_all(seeded["dsn"], seeded["ledger"])
+    # opened afresh: the CLI tests anchored reports on the same ledger file from other processes
+    res = verify_all(seeded["dsn"], LocalLedger.open(seeded["dir"] / "ledger", create=False))
     assert res.intact, [p.detail for p in getattr(res, "problems", [])][:5]
 
 
 def test_verify_names_a_stored_report_manifest_that_differs_from_its_anchor_or_is_gone(seeded: dict[str, Any]) -> None:
     from ledger.verdict_sets import REPORT_DIFFERS, REPORT_MISSING_IN_STORE, check_report_manifests
 
-    dsn, led = seeded["dsn"], seeded["ledger"]
+    dsn, led = seeded["dsn"], LocalLedger.open(seeded["dir"] / "ledger", create=False)  # as other processes left it
     rid = seeded["summary"].report_id
-    assert check_report_manifests(dsn, led) == []
+
+    def about_it() -> list[tuple[str, tuple[str, ...]]]:  # other tests anchor reports on ledgers of their own
+        return [(p.kind, p.ref) for p in check_report_manifests(dsn, led) if p.ref == (rid,)]
+
+    assert about_it() == []
     with psycopg.connect(dsn, autocommit=True) as conn:
         row = conn.execute("SELECT * FROM report_manifests WHERE report_id = %s", (rid,)).fetchone()
         cols = [d.name for d in conn.execute("SELECT * FROM report_manifests LIMIT 0").description]
         try:
             conn.execute("UPDATE report_manifests SET manifest = manifest || '\\x20'::bytea WHERE report_id = %s", (rid,))
-            assert [(p.kind, p.ref) for p in check_report_manifests(dsn, led)] == [(REPORT_DIFFERS, (rid,))]
+            assert about_it() == [(REPORT_DIFFERS, (rid,))]
             conn.execute("DELETE FROM report_manifests WHERE report_id = %s", (rid,))
-            assert [(p.kind, p.ref) for p in check_report_manifests(dsn, led)] == [(REPORT_MISSING_IN_STORE, (rid,))]
+            assert about_it() == [(REPORT_MISSING_IN_STORE, (rid,))]
         finally:
             conn.execute("DELETE FROM report_manifests WHERE report_id = %s", (rid,))
             conn.execute(f"INSERT INTO report_manifests ({', '.join(cols)}) VALUES ({', '.join(['%s'] * len(cols))})",
                          [psycopg.types.json.Jsonb(v) if c == "receipt" else v for c, v in zip(cols, row, strict=True)])
-    assert check_report_manifests(dsn, led) == []
+    assert about_it() == []
