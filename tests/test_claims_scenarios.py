@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from audit.claims.verdict import Inputs, check_claims, score_claims
@@ -22,21 +21,14 @@ from ingest.pipeline import ingest_payloads
 from ingest.registry import register_device
 from ledger.local import LocalLedger
 from ledger.seal import seal_windows
+from tests.scratch import scratch_db
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("name", ["clean", "greenwash"])
 def test_scenario_claims_get_the_verdicts_their_ground_truth_expects(name: str, pg_server: Any, tmp_path: Path) -> None:
-    from ingest.schema import upgrade
-
-    db = f"claims_scenario_{name}"
-    with psycopg.connect(pg_server.dsn, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{db}"')
-    dsn = pg_server.dsn.rsplit("/", 1)[0] + "/" + db
-    try:
-        upgrade(dsn)
+    with scratch_db(pg_server, f"claims_scenario_{name}") as dsn:
         sc = load_scenario(ROOT / "scenarios" / f"{name}.yaml")
         run = simulate(scenario=sc)
         for dev in run.devices:
@@ -67,6 +59,3 @@ def test_scenario_claims_get_the_verdicts_their_ground_truth_expects(name: str, 
             kinds = {f["kind"] for f in res.certificate_findings}
             assert {"cert_double_counted", "cert_inflated", "cert_not_cancelled_for_org"} <= kinds
             assert any("savings gate" in r for r in got["gw-savings"]["reasons"])
-    finally:
-        with psycopg.connect(pg_server.dsn, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')

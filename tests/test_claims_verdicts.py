@@ -29,6 +29,7 @@ from ingest.registry import register_device
 from ledger.local import LocalLedger
 from ledger.seal import seal_windows
 from ledger.verify import verify_all
+from tests.scratch import scratch_db
 
 START = 1_780_272_000_000  # 2026-06-01T00:00Z
 HOUR = 3_600_000
@@ -66,24 +67,15 @@ def _claims(d: Path, claims: list[dict[str, Any]], coverage_min: float = 0.9, na
 
 @pytest.fixture(scope="module")
 def store(pg_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, LocalLedger, Path]]:
-    from ingest.schema import upgrade
-
-    name = "claims_verdicts"
-    with psycopg.connect(pg_server.dsn, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    dsn = pg_server.dsn.rsplit("/", 1)[0] + "/" + name
-    upgrade(dsn)
-    run = simulate(sites=2, days=2, seed=11, start_ms=START, clock=lambda: START + 48 * HOUR + 300_000)
-    for dev in run.devices:
-        register_device(dsn, dev.record)
-    ingest_payloads(dsn, [(m.topic, m.payload) for m in run.messages()], now_ms=START + 49 * HOUR)
-    d = tmp_path_factory.mktemp("claims")
-    led = LocalLedger.open(d / "ledger")
-    assert seal_windows(dsn, led, now_ms=START + 49 * HOUR)
-    yield dsn, led, d
-    with psycopg.connect(pg_server.dsn, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_db(pg_server, "claims_verdicts") as dsn:
+        run = simulate(sites=2, days=2, seed=11, start_ms=START, clock=lambda: START + 48 * HOUR + 300_000)
+        for dev in run.devices:
+            register_device(dsn, dev.record)
+        ingest_payloads(dsn, [(m.topic, m.payload) for m in run.messages()], now_ms=START + 49 * HOUR)
+        d = tmp_path_factory.mktemp("claims")
+        led = LocalLedger.open(d / "ledger")
+        assert seal_windows(dsn, led, now_ms=START + 49 * HOUR)
+        yield dsn, led, d
 
 
 def _measured(dsn: str, d: Path, claims: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -158,15 +150,7 @@ def test_an_open_high_severity_finding_on_a_figure_device_makes_the_claim_unveri
 
 def test_verdicts_are_anchored_restated_after_late_data_and_tampering_after_a_verdict_is_named(
         pg_server: Any, tmp_path: Path) -> None:
-    from ingest.schema import upgrade
-
-    name = "claims_restate"
-    with psycopg.connect(pg_server.dsn, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    dsn = pg_server.dsn.rsplit("/", 1)[0] + "/" + name
-    try:
-        upgrade(dsn)
+    with scratch_db(pg_server, "claims_restate") as dsn:
         run = simulate(sites=2, days=2, seed=11, start_ms=START, clock=lambda: START + 48 * HOUR + 300_000)
         for dev in run.devices:
             register_device(dsn, dev.record)
@@ -200,9 +184,6 @@ def test_verdicts_are_anchored_restated_after_late_data_and_tampering_after_a_ve
         res = verify_all(dsn, led)
         assert not res.intact
         assert any(p.kind == "reading_differs_from_frame" for p in res.store_problems)
-    finally:
-        with psycopg.connect(pg_server.dsn, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _recheck(bundle: Path) -> subprocess.CompletedProcess[str]:

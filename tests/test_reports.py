@@ -42,6 +42,7 @@ from ingest.registry import register_device
 from ledger.local import LocalLedger
 from ledger.seal import seal_windows
 from ledger.trust import FORMAT, Trust, write_trust
+from tests.scratch import scratch_db
 
 START = 1_780_272_000_000  # 2026-06-01T00:00Z
 HOUR = 3_600_000
@@ -98,34 +99,25 @@ def _claim_file(d: Path) -> Path:
 def seeded(pg_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """One store for the module (as ``store_db`` makes it: every migration applied): simulate → ingest →
     audit → seal on a local ledger → claims checked (a verdict set anchored) → one report in every format."""
-    from ingest.schema import upgrade
-
-    name = "reports_e2e"
-    with psycopg.connect(pg_server.dsn, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    dsn = pg_server.dsn.rsplit("/", 1)[0] + "/" + name
-    upgrade(dsn)
-    run = simulate(scenario=parse_scenario(SCENARIO), clock=lambda: START + 48 * HOUR + 300_000)
-    for dev in run.devices:
-        register_device(dsn, dev.record)
-    ingest_payloads(dsn, [(m.topic, m.payload) for m in run.messages()], now_ms=START + 49 * HOUR)
-    assert run_audit(dsn, workers=1)
-    d = tmp_path_factory.mktemp("reports")
-    led = LocalLedger.open(d / "ledger")
-    assert seal_windows(dsn, led, now_ms=START + 49 * HOUR)
-    claims = _claim_file(d)
-    inputs = _inputs(d)
-    run_c = check_claims(dsn, claims, inputs, led)
-    trust = d / "trust.json"
-    write_trust(trust, Trust(format=FORMAT, operator_keys=[public_key_b64(led.key)]))  # type: ignore[arg-type]
-    out = d / "report"
-    summary = build_report(dsn, led, "acme", P0, P1, ["pdf", "csv", "parquet", "json"], out)
-    yield {"dsn": dsn, "ledger": led, "dir": d, "out": out, "summary": summary, "trust": trust, "claims": claims,
-           "inputs": inputs, "set_id": run_c.sealed.set_id,
-           "doc": json.loads((out / "report.json").read_text())}
-    with psycopg.connect(pg_server.dsn, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_db(pg_server, "reports_e2e") as dsn:
+        run = simulate(scenario=parse_scenario(SCENARIO), clock=lambda: START + 48 * HOUR + 300_000)
+        for dev in run.devices:
+            register_device(dsn, dev.record)
+        ingest_payloads(dsn, [(m.topic, m.payload) for m in run.messages()], now_ms=START + 49 * HOUR)
+        assert run_audit(dsn, workers=1)
+        d = tmp_path_factory.mktemp("reports")
+        led = LocalLedger.open(d / "ledger")
+        assert seal_windows(dsn, led, now_ms=START + 49 * HOUR)
+        claims = _claim_file(d)
+        inputs = _inputs(d)
+        run_c = check_claims(dsn, claims, inputs, led)
+        trust = d / "trust.json"
+        write_trust(trust, Trust(format=FORMAT, operator_keys=[public_key_b64(led.key)]))  # type: ignore[arg-type]
+        out = d / "report"
+        summary = build_report(dsn, led, "acme", P0, P1, ["pdf", "csv", "parquet", "json"], out)
+        yield {"dsn": dsn, "ledger": led, "dir": d, "out": out, "summary": summary, "trust": trust, "claims": claims,
+               "inputs": inputs, "set_id": run_c.sealed.set_id,
+               "doc": json.loads((out / "report.json").read_text())}
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
