@@ -28,7 +28,7 @@ MIN_HOURS_PER_SEGMENT = 20  # a temperature segment with fewer baseline hours is
 CONFIDENCES = (0.68, 0.90)
 #: Degree-hour balance points of the occupancy regression (CalTRACK 2.0 §3.8.3: 50 °F and 65 °F).
 OCC_HEAT_C, OCC_COOL_C = 10.0, 18.333
-MIN_OWN_MONTH_HOURS = 7 * 24  # a calendar month gets its own (three-month weighted) model from a week of its own data
+MIN_OWN_MONTH_HOURS = 7 * 24  # a calendar month's model gets a level of its own from a week of its own data
 OCC_THRESHOLD = 0.65  # a time of week is "occupied" when > 65 % of its residuals are under-predictions (§3.8.4)
 
 
@@ -103,6 +103,7 @@ class Segment:
     knots_unocc: tuple[float, ...]
     params: np.ndarray
     rank: int
+    own_level: bool = False  # a column for the month's own level (months with a week of their own data)
 
     def design(self, tow: np.ndarray, t: np.ndarray, own_month: np.ndarray | None = None) -> np.ndarray:
         unseen = np.setdiff1d(np.unique(tow), self.tow_levels)
@@ -113,21 +114,21 @@ class Segment:
         occ = self.occupied[tow][:, None]
         ind = (tow[:, None] == self.tow_levels[None, :]).astype(float)
         cols = [ind, occ * temperature_basis(t, self.knots_occ), ~occ * temperature_basis(t, self.knots_unocc)]
-        if own_month is not None:  # the month's own level (its rows only): no bias from the neighbours
+        if self.own_level and own_month is not None:  # the month's own level (its rows only): no bias from the neighbours
             cols.append(own_month[:, None].astype(float))
         return np.hstack(cols)
 
 
 def _fit_segment(month: int | None, tow: np.ndarray, y: np.ndarray, t: np.ndarray, w: np.ndarray,
-                 knots: tuple[float, ...]) -> tuple[Segment, np.ndarray, np.ndarray]:
+                 knots: tuple[float, ...], own_level: bool = True) -> tuple[Segment, np.ndarray, np.ndarray]:
     """Fit on the rows with w > 0; returns (segment, fitted values, leverages) for those rows."""
     occupied = _occupancy(tow, y, t, w)
     occ = occupied[tow]
     seg = Segment(month, np.unique(tow), occupied, usable_knots(t[occ], knots), usable_knots(t[~occ], knots),
-                  np.empty(0), 0)
+                  np.empty(0), 0, own_level and month is not None)
     X = seg.design(tow, t, None if month is None else w == 1.0)
     params, lev, rank = _weighted_lstsq(X, y, w)
-    seg = Segment(seg.month, seg.tow_levels, occupied, seg.knots_occ, seg.knots_unocc, params, rank)
+    seg = Segment(seg.month, seg.tow_levels, occupied, seg.knots_occ, seg.knots_unocc, params, rank, seg.own_level)
     return seg, X @ params, lev
 
 
@@ -157,8 +158,8 @@ class TowtModel:
 
     @property
     def segmentation(self) -> str:
-        """"three_month_weighted" (a model per calendar month), "single", or "mixed" (months with too
-        little data of their own are predicted by the all-baseline model)."""
+        """"three_month_weighted" (a model per calendar month), "single", or "mixed" (months with no
+        data of their own, or a window missing some hour of the week, use the all-baseline model)."""
         own = sum(1 for m in self.segments if m is not None)
         return "three_month_weighted" if own == 12 else "single" if own == 0 else f"mixed ({own} monthly models)"
 
@@ -192,7 +193,9 @@ def fit_towt(hour_ms: np.ndarray, energy_wh: np.ndarray, temp_c: np.ndarray,
     """Fit the CalTRACK-hourly TOWT model. ``segmentation``: "three_month_weighted" (a model per calendar
     month, weight 1 for the month and 0.5 for its neighbours, plus a level of the month's own; every month
     needs a week of data), "single" (one model), or "auto": a monthly model for each month with a
-    week of its own data, the all-baseline model for the others (and for reporting months without one).
+    week of its own data; a month with less (but some) gets CalTRACK's window model (1 / 0.5, no own
+    level: a few days cannot set a month's level); the all-baseline model for months without data or
+    whose window misses an hour of the week (and for reporting months without a model).
 
     Raises ``BaselineError`` only when no model can be estimated at all; whether the model may carry a
     savings claim is the gate's question (``savings_verdict_inputs``).
@@ -227,8 +230,9 @@ def fit_towt(hour_ms: np.ndarray, energy_wh: np.ndarray, temp_c: np.ndarray,
             if segmentation == "three_month_weighted":
                 raise BaselineError(f"month {m} has too little baseline data for a model of its own "
                                     f"({own_hours} hours; at least {MIN_OWN_MONTH_HOURS} and every hour of the week)")
-            continue
-        seg, f, lv = _fit_segment(m, tow[rows], y[rows], t[rows], w[rows], knots)
+            if own_hours == 0 or np.unique(tow[rows]).size < 168:
+                continue
+        seg, f, lv = _fit_segment(m, tow[rows], y[rows], t[rows], w[rows], knots, own_hours >= MIN_OWN_MONTH_HOURS)
         own = month[rows] == m
         fitted[month == m], lev[month == m] = f[own], lv[own]
         segments[m] = seg

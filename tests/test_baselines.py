@@ -143,7 +143,9 @@ def test_towt_on_a_clean_simulated_site_fits_and_finds_no_savings() -> None:
     hours, y, temp, _ = _site_hourly(35)
     nb = 28 * 24
     model = fit_towt(hours[:nb], y[:nb], temp[:nb])
-    assert model.segmentation == "mixed (1 monthly models)"  # January has its own model; February falls back
+    # January has its own model; February (one day, 1 February) gets CalTRACK's window model (January at
+    # weight 0.5, no level of its own from a single Sunday); the months without data fall back
+    assert model.segmentation == "mixed (2 monthly models)"
     assert model.hourly.cv_rmse < 0.30 and abs(model.hourly.nmbe) < 0.005
     assert model.p > 168  # 168 time-of-week levels + temperature slopes (trace of the hat matrix)
     sv = savings(model, hours[nb:], y[nb:], temp[nb:])
