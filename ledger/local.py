@@ -10,6 +10,8 @@ signatures), so an edited or truncated file is refused with the line at fault. I
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -65,6 +67,7 @@ class LocalLedger:
         self._by_id: dict[str, int] = {}
         self._heads: dict[str, str] = {}
         self._last_record = GENESIS_RECORD
+        self._offset = 0  # bytes of the file read and checked so far
         # anchor() appends to one file-wide record chain (position, prev_record): one at a time, so
         # seal_windows may anchor different sites from several threads.
         self._lock = threading.Lock()
@@ -90,11 +93,40 @@ class LocalLedger:
             write_private_key(key_file, key)
         return cls(directory / "ledger.jsonl", key)
 
+    @contextlib.contextmanager
+    def _file_lock(self, exclusive: bool) -> Iterator[None]:
+        """Between processes: one writer at a time, and no reader sees half a record (``ledger.lock`` beside
+        the file, flock). Within a process ``self._lock`` orders the threads."""
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        try:
+            fh = open(lock_path, "a+b")
+        except OSError:  # a read-only directory: nobody can be writing there
+            yield
+            return
+        with fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
     def _load(self) -> None:
-        data = self.path.read_bytes()
+        with self._file_lock(exclusive=False):
+            self._load_new()
+
+    def _load_new(self) -> None:
+        """Read and check the records appended since this object last read the file (another process may
+        have anchored meanwhile): a writer must chain on the file's last record, not on what it saw at open."""
+        if not self.path.exists():
+            return
+        with open(self.path, "rb") as fh:
+            fh.seek(self._offset)
+            data = fh.read()
         if data and not data.endswith(b"\n"):
             raise LedgerMismatch(f"{self.path}: last record is incomplete (file truncated?)")
-        for lineno, line in enumerate(data.splitlines(), 1):
+        first = len(self._records) + 1
+        self._offset += len(data)
+        for lineno, line in enumerate(data.splitlines(), first):
             try:
                 rec = loads_strict(line)
                 header = decode_header(rec["header"].encode())
@@ -152,6 +184,11 @@ class LocalLedger:
             return self._anchor(header)
 
     def _anchor(self, header: BatchHeader) -> Receipt:
+        with self._file_lock(exclusive=True):
+            self._load_new()
+            return self._anchor_locked(header)
+
+    def _anchor_locked(self, header: BatchHeader) -> Receipt:
         if self.key is None:
             raise LedgerMismatch(f"{self.path} is open for verification only: it cannot anchor")
         if not isinstance(header, BatchHeader):
@@ -181,6 +218,7 @@ class LocalLedger:
             fh.write(line)
             fh.flush()
             os.fsync(fh.fileno())
+        self._offset += len(line)
         receipt = self._receipt(rec, header)
         self._index(header, receipt)
         self._last_record = rh
@@ -189,7 +227,8 @@ class LocalLedger:
     def anchor_many(self, headers: list[BatchHeader]) -> list[Receipt]:
         """Anchor a run of headers (each chaining on the one before it, or on its site's head) with one write
         and one fsync; all or nothing: the same refusals as ``anchor``, raised before anything is written."""
-        with self._lock:
+        with self._lock, self._file_lock(exclusive=True):
+            self._load_new()
             heads = dict(self._heads)
             ids: set[str] = set()
             checked = []
@@ -217,10 +256,12 @@ class LocalLedger:
                              "header_hash": hh, "prev_record": last, "record_hash": rh,
                              "sig": b64url(self.key.sign(bytes.fromhex(rh))), "anchored_ms": now})
                 last = rh
+            blob = b"".join(json.dumps(r, sort_keys=True, separators=(",", ":")).encode() + b"\n" for r in recs)
             with open(self.path, "ab") as fh:
-                fh.write(b"".join(json.dumps(r, sort_keys=True, separators=(",", ":")).encode() + b"\n" for r in recs))
+                fh.write(blob)
                 fh.flush()
                 os.fsync(fh.fileno())
+            self._offset += len(blob)
             out = []
             for rec, header in zip(recs, checked, strict=True):
                 receipt = self._receipt(rec, header)

@@ -399,3 +399,24 @@ def test_a_batch_record_with_arrays_of_unequal_length_leaves_the_other_batches_e
     want = [r.to_json() for r in verify_rows(dsn, led)]
     assert [r["status"] != "intact" for r in want] == [False, True, False, True, False, False]
     assert [r.to_json() for r in verify(dsn, led)] == want
+
+
+def test_two_processes_anchoring_on_one_local_ledger_chain_on_each_other_never_fork_the_file(tmp_path: Path) -> None:
+    """Each writer reads what the other appended before it appends (a file lock between processes), so the
+    file stays one chain; before, the second writer chained on its stale view and broke the ledger."""
+    import subprocess
+    import sys
+
+    first = LocalLedger.open(tmp_path)  # stays open while another process anchors
+    first.anchor(header("a", 1, GENESIS_HASH))
+    code = ("import sys; from pathlib import Path; from ledger.local import LocalLedger; "
+            "from ledger.backend import header_hash; from tests.test_ledger_local import header; "
+            "led = LocalLedger.open(Path(sys.argv[1])); "
+            "[led.anchor(header('b', n, led.head('b'))) for n in range(1, 4)]")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, cwd=Path(__file__).resolve().parents[1])
+    r = first.anchor(header("a", 2, first.head("a")))  # chains on the other process's records
+    assert r.ref == 4
+    many = first.anchor_many([header("b", 4, first.head("b"))])
+    assert many[0].ref == 5
+    again = LocalLedger.open(tmp_path, create=False)  # the file is one chain: it loads, every record checked
+    assert [e.header.batch_id for e in again.events()] == ["a:1", "b:1", "b:2", "b:3", "a:2", "b:4"]
