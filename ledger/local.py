@@ -124,25 +124,51 @@ class LocalLedger:
             data = fh.read()
         if data and not data.endswith(b"\n"):
             raise LedgerMismatch(f"{self.path}: last record is incomplete (file truncated?)")
-        first = len(self._records) + 1
-        self._offset += len(data)
-        for lineno, line in enumerate(data.splitlines(), first):
+        entries = []
+        pos, last = len(self._records), self._last_record
+        for lineno, line in enumerate(data.splitlines(), len(self._records) + 1):
             try:
                 rec = loads_strict(line)
                 header = decode_header(rec["header"].encode())
                 hh = header_hash(header)
-                ok = (rec["position"] == len(self._records) and rec["header_hash"] == hh
-                      and rec["prev_record"] == self._last_record
+                ok = (rec["position"] == pos and rec["header_hash"] == hh and rec["prev_record"] == last
                       and rec["record_hash"] == _record_hash(rec["position"], hh, rec["prev_record"]))
-                self._check_signature(b64url_decode(rec["sig"]), bytes.fromhex(rec["record_hash"]))
-            except InvalidSignature:
-                raise LedgerMismatch(f"{self.path}:{lineno}: operator signature does not verify") from None
+                sig, rh = b64url_decode(rec["sig"]), bytes.fromhex(rec["record_hash"])
             except (ValueError, KeyError, TypeError, msgspec.ValidationError, msgspec.DecodeError) as exc:
                 raise LedgerMismatch(f"{self.path}:{lineno}: unreadable record ({exc})") from None
             if not ok:
                 raise LedgerMismatch(f"{self.path}:{lineno}: record does not chain (edited, reordered or removed records)")
+            entries.append((lineno, rec, header, sig, rh))
+            pos, last = pos + 1, rec["record_hash"]
+        self._check_signatures([(n, sig, rh) for n, _, _, sig, rh in entries])
+        for _, rec, header, _, _ in entries:
             self._index(header, self._receipt(rec, header))
             self._last_record = rec["record_hash"]
+        self._offset += len(data)
+
+    def _check_signatures(self, items: list[tuple[int, bytes, bytes]]) -> None:
+        """Every record's operator signature, against the keys this ledger trusts: in one native batch where
+        the library is built (the one acceptance rule, ~14 µs a signature on two threads: opening a year's
+        ledger of 219k records took ~20 s one by one), and one by one for what it does not prove."""
+        unproven = items
+        if len(items) > 64:
+            from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+            from ledger import nativelib
+
+            if nativelib.LIB is not None:
+                for pub in self._verifiers:
+                    if not unproven:
+                        break
+                    raw = pub.public_bytes(Encoding.Raw, PublicFormat.Raw)
+                    ok = nativelib.verify_batch([rh for _, _, rh in unproven], [sig for _, sig, _ in unproven],
+                                                [raw] * len(unproven))
+                    unproven = [it for it, good in zip(unproven, ok, strict=True) if not good]
+        for lineno, sig, rh in unproven:
+            try:
+                self._check_signature(sig, rh)
+            except InvalidSignature:
+                raise LedgerMismatch(f"{self.path}:{lineno}: operator signature does not verify") from None
 
     def _check_signature(self, sig: bytes, record_hash: bytes) -> None:
         for pub in self._verifiers:

@@ -420,3 +420,21 @@ def test_two_processes_anchoring_on_one_local_ledger_chain_on_each_other_never_f
     assert many[0].ref == 5
     again = LocalLedger.open(tmp_path, create=False)  # the file is one chain: it loads, every record checked
     assert [e.header.batch_id for e in again.events()] == ["a:1", "b:1", "b:2", "b:3", "a:2", "b:4"]
+
+
+def test_a_forged_signature_deep_in_a_long_ledger_is_named_by_its_line_on_open(tmp_path: Path) -> None:
+    """Opening checks every record's operator signature (in one native batch past 64 records): one forged
+    signature among 100 is named by its line, and a key that did not sign the ledger is refused."""
+    led = LocalLedger.open(tmp_path)
+    prev = GENESIS_HASH
+    for n in range(100):
+        prev = led.anchor(header("a", n, prev)).header_hash
+    assert len(list(LocalLedger.open(tmp_path, create=False).events())) == 100
+    path = tmp_path / "ledger.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    rec = json.loads(lines[79])
+    rec["sig"] = ("B" if rec["sig"][0] != "B" else "C") + rec["sig"][1:]
+    lines[79] = json.dumps(rec, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+    path.write_bytes(b"".join(lines))
+    with pytest.raises(LedgerMismatch, match=r"ledger.jsonl:80: operator signature does not verify"):
+        LocalLedger.open(tmp_path, create=False)
