@@ -312,3 +312,19 @@ def test_the_claims_commands_check_anchor_export_verify_and_score(store: Any, tm
                "--factors", str(inputs.factors), "--certificates", str(inputs.certificates))
     assert res.returncode == 1 and "Traceback" not in res.stderr
     assert "bad.yaml:1: field `claims.0.claimed`" in res.stderr
+
+
+def test_a_verdict_set_receipt_carrying_another_records_signature_is_refused(store: Any, bundle: Path,
+                                                                             tmp_path: Path) -> None:
+    """The operator signs record hashes; a forged verdict set whose receipt borrows a genuine record's hash and
+    signature must fail, because the record hash is recomputed from the verdict set's own header."""
+    _, led, _ = store
+    b = _copy(bundle, tmp_path)
+    m = json.loads((b / "manifest.json").read_text())
+    genuine = json.loads((b / "headers.jsonl").read_text().splitlines()[0])["receipt"]
+    r = m["verdict_set"]["receipt"]
+    r.update({k: genuine[k] for k in ("record_hash", "signature", "ref", "prev_record")})
+    (b / "manifest.json").write_text(json.dumps(m))
+    res = _recheck(b)
+    assert res.returncode == 1 and "record hash does not recompute" in res.stdout
+    assert not verify_evidence(b, [public_key_b64(led.pub)]).ok

@@ -103,21 +103,26 @@ def check_headers(ck, lines, heads, operator_key):
             ck.fail(f"headers.jsonl:{n}: {h['batch_id']} does not chain on the site's previous header "
                     f"(a header is missing or out of order)")
         chain.append(hh)
-        r = rec["receipt"]
-        if r.get("header_hash") != hh:
-            ck.fail(f"headers.jsonl:{n}: receipt of {h['batch_id']} is for another header")
-        if r.get("backend") == "local":
-            want = sha(canon({"header_hash": hh, "position": r["ref"], "prev_record": r["prev_record"]}))
-            if r.get("record_hash") != want:
-                ck.fail(f"headers.jsonl:{n}: record hash of {h['batch_id']} does not recompute")
-            elif operator_key:
-                check_signature(ck, operator_key, bytes.fromhex(want), r["signature"], h["batch_id"])
+        check_receipt(ck, rec["receipt"], hh, f"headers.jsonl:{n}: {h['batch_id']}", operator_key)
         batches[h["batch_id"]] = (h, hh)
     for site, head in heads.items():
         got = by_site.get(site, [GENESIS])[-1]
         if got != head:
             ck.fail(f"site {site}: the bundle's chain ends at {got[:12]}…, the verdict set names head {head[:12]}…")
     return batches
+
+
+def check_receipt(ck, r, hh, what, operator_key):
+    """A receipt names this header, and a local record hash is recomputed from it (the operator signs the
+    record hash: a signature lifted from another record proves nothing here)."""
+    if r.get("header_hash") != hh:
+        ck.fail(f"{what}: its receipt is for another header")
+    if r.get("backend") == "local":
+        want = sha(canon({"header_hash": hh, "position": r.get("ref"), "prev_record": r.get("prev_record")}))
+        if r.get("record_hash") != want:
+            ck.fail(f"{what}: its record hash does not recompute from the header")
+        elif operator_key:
+            check_signature(ck, operator_key, bytes.fromhex(want), r["signature"], what)
 
 
 def check_signature(ck, key_pem, message, sig_b64url, what):
@@ -329,9 +334,7 @@ def main(argv=None):
         ck.fail("the context is not the one the verdict set's header commits to")
     ctx = json.loads(ctx_raw)
     chains = check_headers(ck, header_lines, ctx["heads"], a.operator_key)
-    vr = vs["receipt"]
-    if vr.get("header_hash") != sha(vh_raw):
-        ck.fail("the verdict set's receipt is for another header")
+    check_receipt(ck, vs["receipt"], sha(vh_raw), f"verdict set {vh.get('batch_id')}", a.operator_key)
     devices = ctx["devices"]
     sites = ctx["sites"]
     verdicts = [json.loads(v) for v in leaves]
