@@ -43,7 +43,7 @@ bench: $(STAMP) sysdeps fabric-bins
 ## lint: ruff over everything, mypy over the pure packages
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy firmware_sim/wire.py firmware_sim/identity.py firmware_sim/scenarios.py firmware_sim/spool.py ingest/validate.py ingest/reasons.py ledger/backend.py ledger/merkle.py ledger/canonical.py ledger/nativelib.py ingest/writer.py ingest/pipeline.py audit/kernels.py audit/detectors.py ledger/trust.py firmware_sim/ed25519.py
+	$(VENV)/bin/mypy device/wire.py device/identity.py firmware_sim/scenarios.py device/spool.py ingest/validate.py ingest/reasons.py ledger/backend.py ledger/merkle.py ledger/canonical.py ledger/nativelib.py ingest/writer.py ingest/pipeline.py audit/kernels.py audit/detectors.py ledger/trust.py device/ed25519.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

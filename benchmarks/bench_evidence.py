@@ -203,7 +203,7 @@ VERIFY = ("import sys, time; from pathlib import Path; from audit.claims.evidenc
 
 def run(dsn: str, tmp: Path, days: int, profile: bool = False) -> tuple[str, dict[str, Any]]:
     from audit.claims.verdict import check_claims
-    from firmware_sim.identity import public_key_b64
+    from device.identity import public_key_b64
     from ingest.schema import upgrade
     from ledger.local import LocalLedger
     from ledger.seal import seal_windows

@@ -20,9 +20,9 @@ from pathlib import Path
 import psycopg
 
 from benchmarks._common import table, write_section
+from device.wire import decode_frame
 from firmware_sim.fleet import FleetPublisher
 from firmware_sim.sim import simulate
-from firmware_sim.wire import decode_frame
 from ingest.registry import register_device
 from ingest.schema import upgrade
 from wattproof.embedded import Broker, Postgres

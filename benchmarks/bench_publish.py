@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 from benchmarks._common import table, write_section
+from device.wire import encode_frame
 from firmware_sim.fleet import FleetPublisher
 from firmware_sim.sim import simulate
-from firmware_sim.wire import encode_frame
 from wattproof.embedded import Broker
 
 

@@ -216,7 +216,7 @@ def profile_build(dsn: str, led: Any, p0: int, p1: int, out: Path) -> tuple[floa
 
 def run(dsn: str, root: Path, sites_n: int, days: int, reuse: bool) -> str:
     from audit.reports import build_report, verify_report
-    from firmware_sim.identity import public_key_b64
+    from device.identity import public_key_b64
     from ingest.schema import upgrade
     from ledger.local import LocalLedger
     from ledger.trust import FORMAT, Trust, load_trust, write_trust

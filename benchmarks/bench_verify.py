@@ -29,8 +29,8 @@ import psycopg
 import zstandard
 
 from benchmarks._common import table, write_section
+from device.wire import decode_frame
 from firmware_sim.sim import SimRun, _device_messages, simulate
-from firmware_sim.wire import decode_frame
 from ingest.copybin import readings_copy
 from ingest.registry import register_device
 from ingest.schema import upgrade
@@ -171,7 +171,7 @@ def run(dsn: str, tmp: Path, target: int) -> None:
         conn.execute("VACUUM ANALYZE")  # as a store that has been running for a while would be
         conn.execute("CHECKPOINT")  # the pages sealing and VACUUM dirtied are written now, not during the timings
 
-    from firmware_sim.identity import public_key_b64
+    from device.identity import public_key_b64
     from ledger.trust import FORMAT, Trust, write_trust
     from ledger.verify import verify_all
 

@@ -1,3 +1,3 @@
-"""firmware_sim: the device side. Wire format and signing (wire.py, identity.py), load and PV models
-(profiles.py, sim.py), fault scenarios (scenarios.py) and the MQTT publisher with its offline spool
-(publisher.py, fleet.py, spool.py)."""
+"""firmware_sim: the simulated fleet. Load and PV models (profiles.py, sim.py), fault scenarios
+(scenarios.py) and the fleet publisher (fleet.py); frames are built, signed, spooled and published
+through the shared device side (`device/`)."""

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import msgspec
 
-from firmware_sim.publisher import Publisher
+from device.publisher import Publisher
+from device.spool import Spool
+from device.wire import status_topic
 from firmware_sim.sim import Message, SimDevice, SimRun
-from firmware_sim.spool import Spool
-from firmware_sim.wire import status_topic
 
 BATCH = 64
 

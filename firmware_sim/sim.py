@@ -31,10 +31,8 @@ import msgspec
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from firmware_sim import profiles
-from firmware_sim.identity import DeviceRecord, public_key_b64
-from firmware_sim.scenarios import EXPECT, FaultSpec, Scenario, ScenarioError
-from firmware_sim.wire import (
+from device.identity import DeviceRecord, public_key_b64
+from device.wire import (
     WIRE_VERSION,
     Frame,
     Reading,
@@ -44,6 +42,8 @@ from firmware_sim.wire import (
     readings_topic,
     sign_frame,
 )
+from firmware_sim import profiles
+from firmware_sim.scenarios import EXPECT, FaultSpec, Scenario, ScenarioError
 
 ROLES = ("main", "sub1", "sub2", "pv")
 KIND_OF_ROLE = {"main": "main_meter", "sub1": "sub_meter", "sub2": "sub_meter", "pv": "pv_inverter"}

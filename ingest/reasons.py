@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from firmware_sim.wire import (
+from device.wire import (
     BAD_JSON,
     BAD_SIGNATURE,
     DUPLICATE_MEMBER,

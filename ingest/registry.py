@@ -11,8 +11,8 @@ from typing import Any
 
 import psycopg
 
-from firmware_sim.identity import DeviceRecord
-from firmware_sim.wire import b64url, b64url_decode
+from device.identity import DeviceRecord
+from device.wire import b64url, b64url_decode
 
 
 class RegistryError(Exception):
@@ -43,7 +43,7 @@ def register_site(dsn_or_conn: str | psycopg.Connection[Any], site_id: str, name
 
 def register_device(dsn_or_conn: str | psycopg.Connection[Any], record: DeviceRecord) -> None:
     """Add a device (and its site). Re-registering the same key is a no-op; another key is refused, and so
-    is a key that ``firmware_sim.ed25519.key_problem`` refuses (before anything is written)."""
+    is a key that ``device.ed25519.key_problem`` refuses (before anything is written)."""
     problem = record.key_problem()
     if problem is not None:
         raise RegistryError(f"device {record.device!r}: public key {record.public_key!r} refused: {problem}")

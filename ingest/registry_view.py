@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 
-from firmware_sim.identity import DeviceRecord
+from device.identity import DeviceRecord
 from ingest.registry import load_devices
 
 log = logging.getLogger("wattproof.ingest")

@@ -40,7 +40,7 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_se
 from prometheus_client import Counter as PCounter
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from firmware_sim.publisher import parse_broker_url, refusal
+from device.publisher import parse_broker_url, refusal
 from ingest import reasons
 from ingest.quarantine import QuarantineGate, QuarantineLimits
 from ingest.registry_view import RegistryView

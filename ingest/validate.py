@@ -17,9 +17,9 @@ from functools import lru_cache
 import numpy as np
 from cryptography.exceptions import InvalidSignature
 
-from firmware_sim import ed25519
-from firmware_sim.identity import DeviceRecord
-from firmware_sim.wire import (
+from device import ed25519
+from device.identity import DeviceRecord
+from device.wire import (
     VALUE_OUT_OF_RANGE,
     Frame,
     WireError,
@@ -62,7 +62,7 @@ class Rejected:
 
 
 class SodiumKey:
-    """A device's Ed25519 public key, checked under the acceptance rule (``firmware_sim.ed25519``: libsodium
+    """A device's Ed25519 public key, checked under the acceptance rule (``device.ed25519``: libsodium
     through PyNaCl, about twice as fast as OpenSSL here). In place of ``cryptography``'s key:
     ``verify_signature`` reads ``public_bytes_raw``; ``verify`` raises ``InvalidSignature``."""
 
@@ -95,7 +95,7 @@ def _public_key(b64: str) -> SodiumKey:
 
 def validate(topic: str, payload: bytes, registry: dict[str, DeviceRecord], now_ms: int,
              limits: Limits = Limits()) -> Accepted | Rejected:
-    """One message, every check in order; the signature by the Ed25519 reference (``firmware_sim.ed25519``,
+    """One message, every check in order; the signature by the Ed25519 reference (``device.ed25519``,
     libsodium), whose verdicts ``validate_many`` follows."""
     pre = _before_signature(topic, payload, registry)
     if isinstance(pre, Rejected):

@@ -5,7 +5,7 @@ types, and ``check_bundle`` / ``verify_bundle``. A bundle binds every field it s
 recomputed from bytes a pinned key signed, or compared with one that is; a field that cannot be is
 refused (unknown fields, unexpected types, duplicate member names, non-canonical bytes). Pure: no
 database, no files; SHA-256, RFC 8785, RFC 6962/9162 inclusion and Ed25519 under the one acceptance
-rule (``firmware_sim.ed25519``). Must not: take trust from the bundle — the keys it shows are hints,
+rule (``device.ed25519``). Must not: take trust from the bundle — the keys it shows are hints,
 checked against the ``Trust`` the verifier supplies.
 """
 
@@ -21,8 +21,8 @@ from typing import Any, Final
 import msgspec
 import rfc8785
 
-from firmware_sim import ed25519
-from firmware_sim.wire import WireError, b64url, decode_frame, verify_signed_frame
+from device import ed25519
+from device.wire import WireError, b64url, decode_frame, verify_signed_frame
 from ledger import merkle
 from ledger.backend import BatchHeader, decode_header, header_bytes
 from ledger.canonical import LEAF_VERSION, Leaf, leaf_bytes, loads_strict

@@ -23,7 +23,7 @@ import rfc8785
 
 LEAF_VERSION = 1
 MAX_SAFE_INT: Final = 2**53 - 1  # RFC 8785 §3.2.2.3 / I-JSON: integers beyond are not exact
-_ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")  # firmware_sim.wire.ID_PATTERN
+_ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")  # device.wire.ID_PATTERN
 _HEX_RE: Final = re.compile(r"(?:[0-9a-f]{2}){0,64}")
 
 

@@ -23,7 +23,7 @@ from typing import Any, Final
 import psycopg
 import zstandard
 
-from firmware_sim.wire import (
+from device.wire import (
     READING_AFTER_SEND_MS,
     READING_HISTORY_MS,
     READING_WINDOW,
@@ -81,7 +81,7 @@ def device_keys(conn: psycopg.Connection[Any], trust: Trust | None,
                 site: str | None = None) -> tuple[dict[str, bytes], list[Problem]]:
     """The key each device's frames are checked with: the pinned one (the store's key must be among the
     pinned ones, else a problem), or, without trust, the store's own (self-consistency only)."""
-    from firmware_sim.wire import b64url_decode
+    from device.wire import b64url_decode
 
     problems: list[Problem] = []
     keys: dict[str, bytes] = {}

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from firmware_sim.wire import READING_WINDOW, WireError, decode_frame, reading_window_problem
+from device.wire import READING_WINDOW, WireError, decode_frame, reading_window_problem
 from ledger import complete as c
 from ledger.backend import LedgerBackend
 from ledger.pgbinary import Rows, copy_out

@@ -25,8 +25,8 @@ import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from firmware_sim.identity import generate_key, read_private_key, write_private_key
-from firmware_sim.wire import b64url, b64url_decode
+from device.identity import generate_key, read_private_key, write_private_key
+from device.wire import b64url, b64url_decode
 from ledger.backend import (
     GENESIS_HASH,
     AlreadyAnchored,

@@ -2,9 +2,9 @@
 
 Owns: finding and loading ``libwattproof_native`` (built by ``make`` into ``.cache/native``, or the file
 named by ``$WATTPROOF_NATIVE_LIB``) and its calls on numpy buffers. The two signature checks answer per
-item "proven good" or "not proven" under the Ed25519 acceptance rule (``firmware_sim.ed25519``; each
+item "proven good" or "not proven" under the Ed25519 acceptance rule (``device.ed25519``; each
 signature alone, so no item's verdict depends on the others); callers decide every "not proven" item
-with their reference check (decode, RFC 8785, ``firmware_sim.ed25519``), which also words the problem. The two hashing
+with their reference check (decode, RFC 8785, ``device.ed25519``), which also words the problem. The two hashing
 calls (SHA-256 of many byte ranges, RFC 6962 roots of many runs of leaf hashes) are exact and tested
 against ``hashlib`` and ``ledger.merkle``. Without the
 library, ``LIB`` is None and callers use their reference path for everything (slower, same verdicts).
@@ -134,7 +134,7 @@ def _key_table(keys: list[bytes | None], key_idx: np.ndarray) -> tuple[np.ndarra
 
 def verify_batch(msgs: list[bytes], sigs: list[bytes], keys: list[bytes]) -> np.ndarray:
     """``(n,)`` bool: True where ``sigs[i]`` is an Ed25519 signature of ``msgs[i]`` by ``keys[i]`` under the
-    acceptance rule (``firmware_sim.ed25519.verify`` gives the same verdict). An item whose signature is not
+    acceptance rule (``device.ed25519.verify`` gives the same verdict). An item whose signature is not
     64 bytes or key not 32 bytes is never proven; each item's verdict is independent of the others."""
     if LIB is None:
         raise RuntimeError("libwattproof_native is not built (make builds it into .cache/native)")

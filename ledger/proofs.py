@@ -18,7 +18,7 @@ import msgspec
 import psycopg
 import zstandard
 
-from firmware_sim.wire import b64url, decode_frame
+from device.wire import b64url, decode_frame
 from ledger import merkle
 from ledger.backend import (
     BatchHeader,
@@ -146,7 +146,7 @@ def export_bundle(dsn: str, backend: LedgerBackend, device: str, start: datetime
                 raise ProofBundleError(f"frame ({device}, {seq}) differs from the one its sealed readings name (run verify)")
             frames.append(raw)
     if backend.name == "local":
-        from firmware_sim.identity import public_key_b64
+        from device.identity import public_key_b64
 
         ledger: dict[str, Any] = {"backend": "local", "operator_public_key": public_key_b64(backend.pub)}  # type: ignore[attr-defined]
     else:

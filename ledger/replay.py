@@ -28,8 +28,8 @@ import psycopg
 import zstandard
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from firmware_sim import ed25519
-from firmware_sim.wire import MAX_FRAME_BYTES
+from device import ed25519
+from device.wire import MAX_FRAME_BYTES
 from ledger import bulk, nativelib
 from ledger.backend import LedgerBackend, header_bytes
 from ledger.pgbinary import Rows, copy_out
@@ -44,14 +44,14 @@ BATCH_FILTER = ("WHERE (%(site)s::text IS NULL OR site_id = %(site)s) AND (%(sta
 
 
 def ed25519_ok(public_key: bytes, sig: bytes, msg: bytes) -> bool:
-    """Ed25519 by wattproof's one acceptance rule (``firmware_sim.ed25519``; docs/wire-format.md)."""
+    """Ed25519 by wattproof's one acceptance rule (``device.ed25519``; docs/wire-format.md)."""
     return ed25519.verify(public_key, sig, msg)
 
 
 def _frame_ok_fast(raw_z: bytes, sha: bytes, public_key: bytes | None, unz: zstandard.ZstdDecompressor) -> bool:
     """True when the frame passes every check of ``verify.frame_problem`` (libsodium for Ed25519);
     False means "not sure": the caller then asks ``frame_problem`` for the verdict and its wording."""
-    from firmware_sim.wire import b64url, b64url_decode, canonical_bytes, decode_frame
+    from device.wire import b64url, b64url_decode, canonical_bytes, decode_frame
 
     if public_key is None:
         return False

@@ -21,7 +21,7 @@ import numpy as np
 import psycopg
 import zstandard
 
-from firmware_sim.wire import (
+from device.wire import (
     MAX_FRAME_BYTES,
     WireError,
     decode_frame,
@@ -310,7 +310,7 @@ def _reference_check(fr: FrameRows, f_dev: np.ndarray, keys: list[bytes | None],
                      native_buf: np.ndarray, off: np.ndarray, ln: np.ndarray, sig_at: np.ndarray, sig_len: np.ndarray,
                      valid: np.ndarray) -> np.ndarray:
     """The frames ``todo`` (not proven by the native check, or no native library) decided by the reference:
-    their bytes (python-zstandard), recorded SHA-256, strict decoding and signature (``firmware_sim``). Fills
+    their bytes (python-zstandard), recorded SHA-256, strict decoding and signature (``device``). Fills
     ``off``/``ln``/``sig_at``/``sig_len``/``valid`` for them; returns the buffer holding every frame's bytes (the
     native one, with these frames' bytes after it)."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -355,7 +355,7 @@ def _within_schema(q: Queued, rsel: np.ndarray, first: np.ndarray, counts: np.nd
     """Per frame: every value the wire decoder checks is in range (docs/wire-format.md: safe integers, at most
     MAX_READINGS_PER_FRAME readings, the reading window around ``sent_ms``), so a frame the column path accepts is
     one the reference decoder accepts too. Frames that fail go to the reference, which words the refusal."""
-    from firmware_sim.wire import (
+    from device.wire import (
         MAX_READINGS_PER_FRAME,
         MAX_SAFE_INT,
         READING_AFTER_SEND_MS,

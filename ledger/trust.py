@@ -80,9 +80,9 @@ def parse_trust(data: bytes, where: str = "trust file") -> Trust:
 
 
 def _key_problem(key_b64: str) -> str | None:
-    """Why a base64url Ed25519 public key cannot be trusted (wattproof's one rule: firmware_sim.ed25519)."""
-    from firmware_sim import ed25519
-    from firmware_sim.wire import b64url, b64url_decode
+    """Why a base64url Ed25519 public key cannot be trusted (wattproof's one rule: device.ed25519)."""
+    from device import ed25519
+    from device.wire import b64url, b64url_decode
 
     try:
         raw = b64url_decode(key_b64)

@@ -21,7 +21,7 @@ import psycopg
 import zstandard
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from firmware_sim.wire import WireError, decode_frame, verify_signature
+from device.wire import WireError, decode_frame, verify_signature
 from ledger import merkle
 from ledger.backend import LedgerBackend, header_bytes
 from ledger.seal import load_leaves

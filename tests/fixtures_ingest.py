@@ -11,8 +11,8 @@ import paho.mqtt.client as mqtt
 import psycopg
 import pytest
 
+from device.publisher import parse_broker_url
 from firmware_sim.fleet import FleetPublisher
-from firmware_sim.publisher import parse_broker_url
 from firmware_sim.sim import SimRun
 from ingest.pipeline import counts
 from ingest.registry import register_device

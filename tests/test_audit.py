@@ -60,7 +60,7 @@ def test_clean_fleet_has_at_most_one_finding_per_device_month(store_db: str, tmp
 
 
 def test_unknown_site_is_an_error_and_a_silent_device_is_a_no_data_finding(store_db: str) -> None:
-    from firmware_sim.identity import DeviceRecord, generate_key, public_key_b64
+    from device.identity import DeviceRecord, generate_key, public_key_b64
 
     with pytest.raises(AuditError, match="unknown site"):
         run_audit(store_db, site="nowhere")

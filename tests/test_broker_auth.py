@@ -18,16 +18,16 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from firmware_sim.publisher import (
+from device.publisher import (
     BrokerAddress,
     BrokerRefused,
     Publisher,
     PublishError,
     parse_broker_url,
 )
+from device.spool import Spool
+from device.wire import readings_topic
 from firmware_sim.sim import simulate
-from firmware_sim.spool import Spool
-from firmware_sim.wire import readings_topic
 from ingest.service import IngestConfig, IngestError, IngestService
 from tests.fixtures_ingest import expected_rows, provision, publish_run, stored, wait_for_rows
 from wattproof import embedded

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from firmware_sim.identity import public_key_b64
+from device.identity import public_key_b64
 from ledger.proofs import NOT_VERIFIED, check_bundle, record_hash, verify_bundle
 from ledger.trust import FORMAT as TRUST_FORMAT
 from ledger.trust import FabricTrust, Trust, load_trust

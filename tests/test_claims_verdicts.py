@@ -21,9 +21,9 @@ import pytest
 from audit.claims.decide import OVERSTATED, SUBSTANTIATED, UNVERIFIABLE
 from audit.claims.evidence import export_evidence, verify_evidence
 from audit.claims.verdict import Inputs, check_claims
-from firmware_sim.identity import public_key_b64
+from device.identity import public_key_b64
+from device.wire import b64url
 from firmware_sim.sim import simulate
-from firmware_sim.wire import b64url
 from ingest.pipeline import ingest_payloads
 from ingest.registry import register_device
 from ledger.local import LocalLedger

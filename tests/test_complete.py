@@ -1,7 +1,7 @@
 """The frame writer that completeness and sealing rely on: a frame rebuilt from stored columns is byte for byte
 its wire encoding, so "rebuilt bytes == stored bytes" means "every stored reading equals the signed one".
 
-``ledger.framewriter.write_frames`` against ``firmware_sim.wire.encode_frame`` (the RFC 8785 form with ``sig``):
+``ledger.framewriter.write_frames`` against ``device.wire.encode_frame`` (the RFC 8785 form with ``sig``):
 for simulated frames, and under hypothesis over the whole schema domain (integers up to 2^53 − 1, negative
 power, every channel, any id the schema admits, 1–40 readings); and ``equal_frames`` refuses any change.
 """
@@ -14,9 +14,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from firmware_sim.sim import simulate
-from firmware_sim.wire import CHANNELS as WIRE_CHANNELS
-from firmware_sim.wire import (
+from device.wire import CHANNELS as WIRE_CHANNELS
+from device.wire import (
     ID_PATTERN,
     MAX_SAFE_INT,
     Frame,
@@ -25,6 +24,7 @@ from firmware_sim.wire import (
     decode_frame,
     encode_frame,
 )
+from firmware_sim.sim import simulate
 from ledger.bulk import StringTable
 from ledger.framewriter import equal_frames, write_frames
 from ledger.sealqueue import CHANNELS

@@ -45,8 +45,8 @@ def seed_store(admin_dsn: str, workdir: Path, name: str = "dashboard_seeded", sc
     from audit.claims.verdict import Inputs, check_claims
     from audit.run import run_audit
     from dashboard.auth import add_user, new_config
+    from device.identity import public_key_b64
     from firmware_sim.fleet import write_weather
-    from firmware_sim.identity import public_key_b64
     from firmware_sim.scenarios import load_scenario
     from firmware_sim.sim import simulate
     from ingest.pipeline import ingest_payloads

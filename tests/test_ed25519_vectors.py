@@ -2,7 +2,7 @@
 
 The published Ed25519 edge cases (Wycheproof, ed25519-speccheck) and our own (tests/vectors/ed25519/,
 SOURCE.md says what each is and why the rule decides as it does) through every verifier path: the
-reference (firmware_sim.ed25519), the native library alone and inside batches of valid and invalid
+reference (device.ed25519), the native library alone and inside batches of valid and invalid
 signatures, ingest's validate/validate_many on frames signed with the same edge cases, the native
 stored-frame check; and keys no device may register, refused by the file and database registries
 and by the `wattproof device` command.
@@ -30,9 +30,9 @@ from nacl.bindings import (
     crypto_scalarmult_ed25519_noclamp,
 )
 
-from firmware_sim import ed25519
-from firmware_sim.identity import DeviceRecord, FileRegistry, IdentityError
-from firmware_sim.wire import (
+from device import ed25519
+from device.identity import DeviceRecord, FileRegistry, IdentityError
+from device.wire import (
     MAX_FRAME_BYTES,
     Frame,
     Reading,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from firmware_sim.identity import FileRegistry, read_private_key
+from device.identity import FileRegistry, read_private_key
 from wattproof.embedded import Broker
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,8 +104,8 @@ def test_simulate_in_real_time_paces_frames_and_writes_truth_and_weather(mosquit
 
 def test_simulate_run_again_continues_after_the_last_run_without_a_gap_or_a_repeat(mosquitto: Broker,
                                                                                  tmp_path: Path) -> None:
-    from firmware_sim.spool import Spool
-    from firmware_sim.wire import decode_frame
+    from device.spool import Spool
+    from device.wire import decode_frame
 
     frames: list[tuple[str, int, int, int]] = []  # (device, seq, first and last reading ms)
     lock = threading.Lock()

@@ -9,7 +9,7 @@ import psycopg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from firmware_sim.wire import Reading
+from device.wire import Reading
 from ingest.copybin import readings_copy
 
 ident = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,20}", fullmatch=True)

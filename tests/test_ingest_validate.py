@@ -12,9 +12,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from firmware_sim import wire
-from firmware_sim.identity import DeviceRecord, public_key_b64
-from firmware_sim.wire import Frame, Reading, b64url
+from device import wire
+from device.identity import DeviceRecord, public_key_b64
+from device.wire import Frame, Reading, b64url
 from ingest import reasons
 from ingest.validate import Accepted, Limits, Rejected, validate, validate_many
 

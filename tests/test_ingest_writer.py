@@ -11,9 +11,9 @@ import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from firmware_sim import wire
-from firmware_sim.identity import DeviceRecord, public_key_b64
-from firmware_sim.wire import Frame, Reading
+from device import wire
+from device.identity import DeviceRecord, public_key_b64
+from device.wire import Frame, Reading
 from ingest import reasons
 from ingest.registry import load_devices, register_device
 from ingest.validate import Accepted, validate

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import psycopg
 
-from firmware_sim.identity import public_key_b64, read_private_key
+from device.identity import public_key_b64, read_private_key
+from device.wire import b64url
 from firmware_sim.sim import simulate
-from firmware_sim.wire import b64url
 from ingest.pipeline import ingest_payloads
 from ingest.registry import register_device
 

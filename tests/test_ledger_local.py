@@ -175,8 +175,8 @@ def test_proof_bundle_verifies_offline_against_pinned_keys_and_one_altered_byte_
     import copy
     from datetime import UTC, datetime
 
-    from firmware_sim.identity import public_key_b64
-    from firmware_sim.wire import b64url
+    from device.identity import public_key_b64
+    from device.wire import b64url
     from ledger.proofs import NOT_VERIFIED, export_bundle, verify_bundle
     from ledger.trust import FORMAT, Trust
 

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from firmware_sim.wire import MAX_FRAME_BYTES, Frame, Reading, encode_frame, sign_frame
+from device.wire import MAX_FRAME_BYTES, Frame, Reading, encode_frame, sign_frame
 from ledger import nativelib
 from ledger.verify import frame_problem
 

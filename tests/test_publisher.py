@@ -10,9 +10,9 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from firmware_sim import wire
-from firmware_sim.publisher import Publisher
-from firmware_sim.spool import Spool
+from device import wire
+from device.publisher import Publisher
+from device.spool import Spool
 from wattproof.embedded import Broker
 
 
@@ -86,7 +86,7 @@ def test_frames_made_while_the_broker_is_down_arrive_later_in_order(mosquitto: B
 
 SPOOL_WRITER = """
 import sys
-from firmware_sim.spool import Spool
+from device.spool import Spool
 spool = Spool(sys.argv[1])
 spool.put_many([("test/dev/readings", f"frame-{i:06d}".encode()) for i in range(int(sys.argv[2]))])
 spool.set_int("next_seq", int(sys.argv[2]) + 1)

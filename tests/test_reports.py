@@ -34,7 +34,7 @@ from audit.reports.verify import (
     UNREADABLE,
 )
 from audit.run import run_audit
-from firmware_sim.identity import generate_key, public_key_b64
+from device.identity import generate_key, public_key_b64
 from firmware_sim.scenarios import parse_scenario
 from firmware_sim.sim import simulate
 from ingest.pipeline import ingest_payloads

@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from firmware_sim.spool import SEQ_BLOCK, Spool
+from device.spool import SEQ_BLOCK, Spool
 from ingest.service import IngestConfig, IngestService
 from tests.fixtures_ingest import stored
 from wattproof.embedded import Broker
@@ -26,7 +26,7 @@ from wattproof.embedded import Broker
 # (from then on the frame may be handed to MQTT: that is the instant that matters).
 DEVICE = """
 import sys
-from firmware_sim.spool import Spool
+from device.spool import Spool
 spool = Spool(sys.argv[1])
 seq = spool.get_int("next_seq", 1)
 while True:

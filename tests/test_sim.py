@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from firmware_sim import wire
+from device import wire
 from firmware_sim.scenarios import EXPECT, ScenarioError, load_scenario, parse_scenario
 from firmware_sim.sim import simulate
 

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from firmware_sim.identity import generate_key, public_key_b64
+from device.identity import generate_key, public_key_b64
 from firmware_sim.sim import simulate
 from ingest.pipeline import ingest_payloads
 from ingest.registry import register_device
@@ -273,7 +273,7 @@ def test_device_key_swapped_in_the_store_is_not_trusted(store: Any) -> None:
     dsn, ledger_dir, trust = store
     dev = next(iter(trust.devices))
     attacker = generate_key()
-    from firmware_sim.wire import b64url_decode
+    from device.wire import b64url_decode
 
     sql(dsn, "UPDATE devices SET public_key = %s WHERE device_id = %s",
         (b64url_decode(public_key_b64(attacker)), dev))
@@ -474,7 +474,7 @@ def test_a_signed_frame_the_wire_format_refuses_backs_nothing_even_with_a_valid_
     import msgspec
     import zstandard
 
-    from firmware_sim.wire import Frame, Reading, b64url, canonical_bytes
+    from device.wire import Frame, Reading, b64url, canonical_bytes
 
     dsn, ledger_dir, trust = local_store
     dev = template[3].devices[0]

@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from firmware_sim import wire
-from firmware_sim.wire import Frame, Reading, WireError
+from device import wire
+from device.wire import Frame, Reading, WireError
 
 VECTORS = sorted((Path(__file__).parent / "vectors" / "wire").glob("*.json"))
 NEGATIVE = sorted((Path(__file__).parent / "vectors" / "wire" / "negative").glob("*.json"))

@@ -55,7 +55,7 @@ app.add_typer(claims_cmd.app, name="claims", help="Verdicts on green claims from
 report_cmd.register(app)  # docs/reports.md
 dashboard_cmd.register(app)  # docs/dashboard.md
 
-OUR_PACKAGES = {"wattproof", "firmware_sim", "ingest", "audit", "ledger", "dashboard"}
+OUR_PACKAGES = {"wattproof", "device", "firmware_sim", "ingest", "audit", "ledger", "dashboard"}
 
 
 def main() -> None:

@@ -27,8 +27,8 @@ from rich.table import Table
 
 from audit.run import run_audit
 from audit.score import score as score_audit
+from device.identity import public_key_b64
 from firmware_sim.fleet import FleetPublisher, write_sites, write_truth, write_weather
-from firmware_sim.identity import public_key_b64
 from firmware_sim.scenarios import load_scenario
 from firmware_sim.sim import simulate
 from ingest.pipeline import counts

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psycopg
 
-from firmware_sim.wire import b64url
+from device.wire import b64url
 from ledger.trust import FORMAT, FabricTrust, Trust
 
 
@@ -27,7 +27,7 @@ def trust_from_operator(dsn: str, ledger: str, ledger_dir: Path | None) -> Trust
     operator_keys: list[str] = []
     fabric: FabricTrust | None = None
     if ledger == "local":
-        from firmware_sim.identity import public_key_b64, read_private_key
+        from device.identity import public_key_b64, read_private_key
 
         key_file = (ledger_dir or config.data_dir() / "ledger") / "operator.key"
         if not key_file.exists():

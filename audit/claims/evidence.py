@@ -146,8 +146,8 @@ def verify_evidence(bundle: Path, operator_keys: list[str] | None) -> EvidenceRe
     import contextlib
     import io
 
-    from firmware_sim.ed25519 import verify as ed_verify
-    from firmware_sim.wire import b64url_decode
+    from device.ed25519 import verify as ed_verify
+    from device.wire import b64url_decode
 
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):

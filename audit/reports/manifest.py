@@ -91,7 +91,7 @@ def implied_header(core: dict[str, Any]) -> BatchHeader:
 
 
 def public_b64(key: Ed25519PrivateKey) -> str:
-    from firmware_sim.wire import b64url
+    from device.wire import b64url
 
     return b64url(key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
 
@@ -99,7 +99,7 @@ def public_b64(key: Ed25519PrivateKey) -> str:
 def seal_report(out_dir: Path, backend: LedgerBackend, signing_key: Ed25519PrivateKey, org: str, sites: list[str],
                 period: tuple[int, int], verdict_set: str | None, now_ms: int | None = None) -> dict[str, Any]:
     """Hash every file of ``out_dir``, sign the core, anchor its header, write ``manifest.json``; returns it."""
-    from firmware_sim.wire import b64url
+    from device.wire import b64url
 
     files = hash_files(out_dir)
     if not files:

@@ -106,8 +106,8 @@ class _Manifest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 def _ed25519_ok(key_b64: str, sig_b64: str, message: bytes) -> bool:
-    from firmware_sim import ed25519
-    from firmware_sim.wire import b64url_decode
+    from device import ed25519
+    from device.wire import b64url_decode
 
     try:
         return ed25519.verify(b64url_decode(key_b64), b64url_decode(sig_b64), message)

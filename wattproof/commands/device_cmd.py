@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from firmware_sim.identity import (
+from device.identity import (
     DEVICE_KINDS,
     DeviceRecord,
     FileRegistry,

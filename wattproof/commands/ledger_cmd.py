@@ -199,8 +199,8 @@ def pinned_trust(trust_file: Path | None, operator_keys: list[str], device_keys:
     """The verifier's trust: the file's, plus the keys given as flags; None when nothing is pinned."""
     import msgspec
 
-    from firmware_sim import ed25519
-    from firmware_sim.wire import b64url, b64url_decode
+    from device import ed25519
+    from device.wire import b64url, b64url_decode
     from ledger.trust import FORMAT, Trust, load_trust
 
     if trust_file is None and not operator_keys and not device_keys:

@@ -26,7 +26,7 @@ def parse_period(text: str) -> tuple[int, int]:
 
 def _signing_key(ledger: str, ledger_dir: Path | None):  # type: ignore[no-untyped-def]
     """With Fabric, the manifest is signed by the operator key kept beside the local ledger (never created here)."""
-    from firmware_sim.identity import read_private_key
+    from device.identity import read_private_key
     from wattproof import config
 
     path = (ledger_dir if ledger == "local" and ledger_dir else config.data_dir() / "ledger") / "operator.key"

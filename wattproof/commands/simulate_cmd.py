@@ -1,7 +1,7 @@
 """`wattproof simulate`: run a simulated meter fleet against an MQTT broker.
 
 A run continues where the previous one left off (per device, from its spool): it never reuses a
-seq and never sends a reading twice; see ``firmware_sim.spool`` and ``firmware_sim.fleet``."""
+seq and never sends a reading twice; see ``device.spool`` and ``firmware_sim.fleet``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import typer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from firmware_sim.identity import (
+from device.identity import (
     FileRegistry,
     generate_key,
     key_path,
@@ -55,6 +55,7 @@ def register(app: typer.Typer) -> None:
         """Simulate sites (main meter, sub-meters, PV) and publish signed frames over MQTT 5."""
         # imported here: the load and PV models pull in pvlib and pandas (~1 s, ~100 MB), which the
         # other commands — `wattproof ingest` above all — do not need
+        from device.publisher import parse_broker_url
         from firmware_sim.fleet import (
             FleetPublisher,
             frames_before,
@@ -62,7 +63,6 @@ def register(app: typer.Typer) -> None:
             write_truth,
             write_weather,
         )
-        from firmware_sim.publisher import parse_broker_url
         from firmware_sim.sim import simulate
 
         if speed is not None and backfill:

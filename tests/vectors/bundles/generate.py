@@ -25,8 +25,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from firmware_sim.identity import public_key_b64
-from firmware_sim.wire import Frame, Reading, encode_frame, sign_frame
+from device.identity import public_key_b64
+from device.wire import Frame, Reading, encode_frame, sign_frame
 from ledger import merkle
 from ledger.backend import GENESIS_HASH, BatchHeader, header_bytes
 from ledger.canonical import Leaf, leaf_bytes

@@ -4,7 +4,7 @@
 
 ``own_cases.json`` holds signatures that only the holder of a key can build (the key's scalar is
 derived from a published test seed on purpose) and public keys no device may register, each with a
-``desc`` and what the acceptance rule (firmware_sim/ed25519.py) must decide; SOURCE.md says why.
+``desc`` and what the acceptance rule (device/ed25519.py) must decide; SOURCE.md says why.
 The constructions are also used by the tests to sign frames with the same edge cases.
 Built with libsodium's scalar and point operations (PyNaCl): no curve arithmetic of our own.
 """

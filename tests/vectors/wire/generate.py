@@ -17,7 +17,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from firmware_sim.wire import Frame, Reading, canonical_bytes, encode_frame, sign_frame
+from device.wire import Frame, Reading, canonical_bytes, encode_frame, sign_frame
 
 HERE = Path(__file__).parent
 

@@ -4,7 +4,7 @@ Owns: generating a device key pair, writing the private key (PKCS#8 PEM, mode 06
 it back with clear errors, the ``DeviceRecord`` that a registry holds (public key, kind, rated
 power, location), and the file form of the registry (``registry.json``) used before a database
 exists. The database registry (ingest) stores the same record. Both refuse a public key that the
-Ed25519 acceptance rule refuses (``firmware_sim.ed25519.key_problem``: small order, a torsion
+Ed25519 acceptance rule refuses (``device.ed25519.key_problem``: small order, a torsion
 component, not canonical), since no signature could ever verify under it.
 Must not: know about MQTT, the database or the ledger.
 """
@@ -19,8 +19,8 @@ import msgspec
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from firmware_sim import ed25519
-from firmware_sim.wire import b64url, b64url_decode, is_valid_id
+from device import ed25519
+from device.wire import b64url, b64url_decode, is_valid_id
 
 DeviceKind = Literal["main_meter", "sub_meter", "pv_inverter"]
 DEVICE_KINDS: tuple[str, ...] = ("main_meter", "sub_meter", "pv_inverter")

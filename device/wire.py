@@ -304,8 +304,8 @@ class SignatureVerifier(Protocol):
 
 def verify_signature(frame: Frame, public_key: SignatureVerifier | bytes) -> None:
     """Raise ``WireError(bad_signature)`` unless ``frame.sig`` (canonical base64url) signs the frame's
-    canonical bytes under the Ed25519 acceptance rule (``firmware_sim.ed25519``; docs/wire-format.md)."""
-    from firmware_sim import ed25519
+    canonical bytes under the Ed25519 acceptance rule (``device.ed25519``; docs/wire-format.md)."""
+    from device import ed25519
 
     if frame.sig is None:
         raise WireError(BAD_SIGNATURE, "frame is unsigned")

@@ -34,8 +34,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from firmware_sim.spool import Spool
-from firmware_sim.wire import StatusMessage
+from device.spool import Spool
+from device.wire import StatusMessage
 
 
 class PublishError(RuntimeError):
