@@ -1,17 +1,20 @@
 """MQTT publishing for a device: paho-mqtt 2.x, MQTT 5, QoS 1, persistent session, offline spool.
 
 Owns: one device's connection (client id = device id; credentials from the broker URL
-``mqtt://user:password@host:port``), its retained status topic and last will,
-and moving frames from the spool to the broker. Lifecycle: ``start()`` (connect in the
+``mqtt://user:password@host:port`` or options; TLS for ``mqtts://`` with a CA and a client
+certificate, through paho's ``tls_set``: see ``broker_address``), its retained status topic and last
+will, and moving frames from the spool to the broker. Lifecycle: ``start()`` (connect in the
 background; paho reconnects with exponential backoff by itself), ``publish(items)`` (spool first,
 then hand to MQTT as the in-flight window allows), ``flush(timeout)`` (wait for every PUBACK),
 ``close()``.
 
 Sequence numbers: ``publish(items, seq=...)`` persists the seq with the spooled rows, fsync'ed in
 blocks, before the frames are handed to paho, so a killed device never reuses one (``Spool``).
-Refusals: a CONNACK refusing the credentials ("Not authorized", "Bad user name or password") or a
-PUBACK refusing a publish (MQTT 5 ACL) is not retried: ``BrokerRefused`` names the broker and the
-reason from ``wait_connected``/``publish``/``flush``.
+Refusals: a CONNACK refusing the credentials ("Not authorized", "Bad user name or password"), a TLS
+handshake where the broker refuses our certificate (unknown CA, revoked, expired…) or we refuse its
+(``tls_refusal``), or a PUBACK refusing a publish (MQTT 5 ACL) is not retried: it is logged, counted
+(``refused_total``) and ``BrokerRefused`` names the broker and the reason from
+``wait_connected``/``publish``/``flush``.
 
 Delivery contract: a frame leaves the spool only when the broker has acknowledged it (PUBACK).
 While disconnected, frames accumulate in the spool; paho re-sends what was in flight after a
@@ -22,11 +25,16 @@ Must not: build or sign frames.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import re
+import ssl
+import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import quote, unquote, urlparse
 
 import msgspec
@@ -37,6 +45,9 @@ from paho.mqtt.properties import Properties
 from device.spool import Spool
 from device.wire import StatusMessage
 
+log = logging.getLogger("wattproof.device")
+log.addHandler(logging.NullHandler())  # a library: the application decides where refusals are logged
+
 
 class PublishError(RuntimeError):
     """The broker could not be reached or did not acknowledge in time."""
@@ -46,37 +57,84 @@ class BrokerRefused(PublishError):
     """The broker refused the connection (CONNACK) or a publish (PUBACK): credentials or ACL."""
 
 
+DEVICE_PLACEHOLDER = "{device}"
+
+
 @dataclass(frozen=True)
 class BrokerAddress:
-    """Where a broker is and, optionally, the credentials to present (``mqtt://user:password@host:port``)."""
+    """Where a broker is and what to present: ``mqtt[s]://user:password@host:port``, and for ``mqtts``
+    the CA to trust (default: the system's) and a client certificate and key (``broker_address``)."""
 
     host: str
     port: int
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    tls: bool = False
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
 
     def __str__(self) -> str:  # for messages: never the password
         user = f"{quote(self.username, safe='')}@" if self.username is not None else ""
-        return f"mqtt://{user}{self.host}:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
+
+    def for_client(self, client_id: str) -> BrokerAddress:
+        """This address with ``{device}`` in the certificate and key paths replaced by ``client_id``: one
+        certificate per device of a fleet (``--mqtt-cert 'pki/clients/{device}.crt'``)."""
+        if not any(f and DEVICE_PLACEHOLDER in f for f in (self.cert, self.key)):
+            return self
+        return dataclasses.replace(self, cert=self.cert and self.cert.replace(DEVICE_PLACEHOLDER, client_id),
+                                   key=self.key and self.key.replace(DEVICE_PLACEHOLDER, client_id))
 
     def apply(self, client: mqtt.Client) -> None:
-        """Present the credentials (if any) when ``client`` connects."""
+        """Present the credentials (if any) and set up TLS (paho's ``tls_set``) when ``client`` connects."""
         if self.username is not None:
             client.username_pw_set(self.username, self.password)
+        if self.tls:
+            try:  # certificate verification and host name check on (paho's defaults with CERT_REQUIRED)
+                client.tls_set(ca_certs=self.ca, certfile=self.cert, keyfile=self.key, cert_reqs=ssl.CERT_REQUIRED,
+                               tls_version=ssl.PROTOCOL_TLS_CLIENT)
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError: unreadable or mismatched files
+                files = ", ".join(f for f in (self.ca, self.cert, self.key) if f)
+                raise PublishError(f"TLS setup for {self} failed ({files}): {exc}") from exc
 
 
 def parse_broker_url(url: str) -> BrokerAddress:
-    """``mqtt://[user[:password]@]host[:port]`` (user and password percent-decoded; port 1883)."""
+    """``mqtt[s]://[user[:password]@]host[:port]`` (user and password percent-decoded; port 1883, or
+    8883 for ``mqtts``; ``tcp``/``ssl`` are accepted as their aliases)."""
     u = urlparse(url if "://" in url else f"mqtt://{url}")
+    tls = u.scheme in ("mqtts", "ssl")
     try:
-        port = u.port or 1883
+        port = u.port or (8883 if tls else 1883)
     except ValueError:
         port = 0
-    if u.scheme not in ("mqtt", "tcp") or not u.hostname or not port or u.path not in ("", "/") or u.query:
-        raise PublishError(f"broker URL {_redact(url)!r} must look like mqtt://host:port or mqtt://user:password@host:port")
+    if u.scheme not in ("mqtt", "tcp", "mqtts", "ssl") or not u.hostname or not port or u.path not in ("", "/") or u.query:
+        raise PublishError(f"broker URL {_redact(url)!r} must look like mqtt://host:port, mqtts://host:port "
+                           "or mqtt://user:password@host:port")
     user = unquote(u.username) if u.username is not None else None
     password = unquote(u.password) if u.password is not None else None
-    return BrokerAddress(u.hostname, port, user, password)
+    return BrokerAddress(u.hostname, port, user, password, tls=tls)
+
+
+def broker_address(url: str | BrokerAddress, *, ca: str | Path | None = None, cert: str | Path | None = None,
+                   key: str | Path | None = None, username: str | None = None,
+                   password: str | None = None) -> BrokerAddress:
+    """The address of ``url`` with these options over what the URL says (what the CLI's ``--mqtt-*``
+    options and ``WATTPROOF_MQTT_*`` variables give). A CA or certificate needs an ``mqtts://`` URL;
+    a key needs a certificate; every file must exist: otherwise one clear ``PublishError``. ``{device}`` in
+    the certificate and key paths stands for each publisher's client id (``BrokerAddress.for_client``)."""
+    addr = parse_broker_url(url) if isinstance(url, str) else url
+    if ca is not None or cert is not None or key is not None:
+        if not addr.tls:
+            raise PublishError(f"a CA or client certificate needs an mqtts:// broker URL, not {addr}")
+    if key is not None and cert is None and addr.cert is None:
+        raise PublishError("a client key needs its certificate (--mqtt-cert / WATTPROOF_MQTT_CERT)")
+    for what, path in (("CA", ca), ("client certificate", cert), ("client key", key)):
+        if path is not None and DEVICE_PLACEHOLDER not in str(path) and not Path(path).is_file():
+            raise PublishError(f"{what} file {path} not found")
+    changes = {k: str(v) for k, v in (("ca", ca), ("cert", cert), ("key", key)) if v is not None}
+    changes.update({k: v for k, v in (("username", username), ("password", password)) if v is not None})
+    return dataclasses.replace(addr, **changes) if changes else addr  # type: ignore[arg-type]
 
 
 def _redact(url: str) -> str:
@@ -94,10 +152,46 @@ def refusal(reason_code: object) -> str | None:
     return str(reason_code) if getattr(reason_code, "value", None) in REFUSALS else None
 
 
+# TLS alerts by which a broker refuses our client certificate (OpenSSL reason names): retrying cannot help.
+TLS_REFUSAL_ALERTS = ("UNKNOWN_CA", "CERTIFICATE_REVOKED", "BAD_CERTIFICATE", "CERTIFICATE_EXPIRED",
+                      "CERTIFICATE_UNKNOWN", "CERTIFICATE_REQUIRED", "UNSUPPORTED_CERTIFICATE", "ACCESS_DENIED",
+                      "DECRYPT_ERROR")
+
+
+def tls_refusal(exc: BaseException | None) -> str | None:
+    """The reason if a TLS error means "do not retry": the broker refused our certificate (an alert
+    above), or its certificate is not one we trust (verification failed). Else None (e.g. a reset)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS: the broker's certificate is not trusted ({exc.verify_message})"
+    if isinstance(exc, ssl.CertificateError):  # paho's own host name check
+        return f"TLS: the broker's certificate is not trusted ({exc})"
+    reason = getattr(exc, "reason", None) if isinstance(exc, ssl.SSLError) else None
+    if isinstance(reason, str) and any(reason.endswith(alert) for alert in TLS_REFUSAL_ALERTS):
+        alert = reason.split("ALERT_", 1)[-1].lower().replace("_", " ")
+        if alert == "certificate required":
+            return "TLS: the broker requires a client certificate"
+        return f"TLS: the broker refused our certificate ({alert})"
+    return None
+
+
+def watch_tls_refusals(client: mqtt.Client, on_refused: Callable[[str], None]) -> None:
+    """Call ``on_refused(reason)`` (on paho's thread) when a connection attempt of ``client`` fails by a
+    TLS refusal (``tls_refusal``). paho retries a failed connection forever and only logs why (a handshake
+    error goes to ``on_connect_fail``, an alert read after the handshake — TLS 1.3 — to ``on_log``); both
+    run inside paho's ``except`` block, where ``sys.exc_info()`` is that error."""
+    def check(*_: object) -> None:
+        why = tls_refusal(sys.exc_info()[1])
+        if why is not None:
+            on_refused(why)
+
+    client.on_connect_fail = check
+    client.on_log = lambda c, u, level, buf: check() if level == mqtt.MQTT_LOG_ERR else None
+
+
 class Publisher:
-    def __init__(self, broker_url: str, client_id: str, spool: Spool, *, status_topic: str | None = None,
+    def __init__(self, broker_url: str | BrokerAddress, client_id: str, spool: Spool, *, status_topic: str | None = None,
                  protocol: int = 5, window: int = 500, keepalive_s: int = 30) -> None:
-        self.address = parse_broker_url(broker_url)
+        self.address = broker_address(broker_url).for_client(client_id)
         self.host, self.port = self.address.host, self.address.port
         self.client_id = client_id
         self.spool = spool
@@ -112,12 +206,14 @@ class Publisher:
         self._connected = False
         self._refused: str | None = None  # set when the broker refuses us: no retry, every call raises
         self.acked_total = 0
+        self.refused_total = 0  # refusals by the broker (connection, TLS, PUBACK): each logged, none retried
         proto = mqtt.MQTTv5 if protocol == 5 else mqtt.MQTTv311
         kwargs = {} if proto == mqtt.MQTTv5 else {"clean_session": False}
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto, **kwargs)
         self._proto = proto
         self._keepalive = keepalive_s
         self.address.apply(self._client)
+        watch_tls_refusals(self._client, self._refuse_connection)
         self._client.max_inflight_messages_set(window)
         self._client.max_queued_messages_set(0)
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
@@ -214,7 +310,7 @@ class Publisher:
             with self._cv:
                 room = self.window - len(self._inflight)
                 last = self._last_handed
-                if not self._connected or room <= 0:
+                if not self._connected or room <= 0 or self._refused is not None:
                     return
             for sid, topic, payload in self.spool.after(last, room):
                 if not self._connected:
@@ -241,14 +337,26 @@ class Publisher:
         self.spool.delete(acked)
 
     # --- paho callbacks (network thread): record and wake, little else ----------------------
+    def _refuse(self, message: str) -> None:
+        with self._cv:
+            self.refused_total += 1
+            first = self._refused is None
+        # the first refusal at ERROR; the rest of a refused window (up to ``window`` PUBACKs) at DEBUG.
+        # Logged before the waiting caller is woken, so its error never overtakes the log line.
+        log.log(logging.ERROR if first else logging.DEBUG, "%s (not retried)", message)
+        with self._cv:
+            self._refused = self._refused or message
+            self._cv.notify_all()
+
+    def _refuse_connection(self, why: str) -> None:
+        self._refuse(f"broker {self.address} refused {self.client_id}: {why}")
+        self._client.disconnect()  # stops paho's reconnect loop
+
     def _on_connect(self, client, userdata, flags, reason_code, properties=None) -> None:  # type: ignore[no-untyped-def]
         if reason_code.is_failure:
             why = refusal(reason_code)
             if why is not None:  # retrying cannot help: stop, and let the caller say why
-                with self._cv:
-                    self._refused = f"broker {self.address} refused {self.client_id}: {why}"
-                    self._cv.notify_all()
-                client.disconnect()
+                self._refuse_connection(why)
             return
         with self._cv:
             self._connected = True
@@ -263,12 +371,13 @@ class Publisher:
             self._cv.notify_all()
 
     def _on_publish(self, client, userdata, mid, reason_code, properties=None) -> None:  # type: ignore[no-untyped-def]
+        if reason_code.is_failure:  # MQTT 5 PUBACK "Not authorized" etc.: the frame stays spooled
+            with self._cv:
+                self._inflight.pop(mid, None)
+            self._refuse(f"broker {self.address} refused a publish of {self.client_id}: {reason_code}")
+            return
         with self._cv:
             sid = self._inflight.pop(mid, None)
-            if reason_code.is_failure:  # MQTT 5 PUBACK "Not authorized" etc.: the frame stays spooled
-                self._refused = f"broker {self.address} refused a publish of {self.client_id}: {reason_code}"
-                self._cv.notify_all()
-                return
             if sid is None:
                 self._early.add(mid)
             else:

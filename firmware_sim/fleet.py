@@ -18,7 +18,7 @@ from pathlib import Path
 
 import msgspec
 
-from device.publisher import Publisher
+from device.publisher import BrokerAddress, Publisher
 from device.spool import Spool
 from device.wire import status_topic
 from firmware_sim.sim import Message, SimDevice, SimRun
@@ -80,7 +80,7 @@ def frames_before(run: SimRun, marks: dict[str, int]) -> dict[str, tuple[int, in
 
 @dataclass
 class FleetPublisher:
-    broker_url: str
+    broker_url: str | BrokerAddress
     spool_dir: Path
     devices: list[SimDevice]
     protocol: int = 5

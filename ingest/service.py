@@ -40,7 +40,13 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_se
 from prometheus_client import Counter as PCounter
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from device.publisher import parse_broker_url, refusal
+from device.publisher import (
+    BrokerAddress,
+    PublishError,
+    broker_address,
+    refusal,
+    watch_tls_refusals,
+)
 from ingest import reasons
 from ingest.quarantine import QuarantineGate, QuarantineLimits
 from ingest.registry_view import RegistryView
@@ -83,7 +89,7 @@ Ready = tuple[int, list[mqtt.MQTTMessage], Prepared, int]
 
 @dataclass
 class IngestConfig:
-    broker_url: str
+    broker_url: str | BrokerAddress  # an mqtt[s]:// URL, or one with TLS files and credentials (broker_address)
     dsn: str
     client_id: str = "wattproof-ingest"
     # MQTT 5 shared subscription ($share/ingest/...) lets several workers split the load. Mosquitto
@@ -147,8 +153,20 @@ class IngestService:
         self._validator.start()
         for t in self._threads:
             t.start()
-        self._broker = addr = parse_broker_url(self.cfg.broker_url)
-        addr.apply(self._client)  # username/password when the URL carries them
+        try:
+            self._broker = addr = broker_address(self.cfg.broker_url)
+            addr.apply(self._client)  # username/password, and TLS (CA, client certificate) for mqtts://
+        except PublishError as exc:
+            self.stop()
+            raise IngestError(str(exc)) from exc
+
+        def tls_refused(why: str) -> None:  # our certificate refused, or the broker's untrusted: no retry
+            self._error = IngestError(f"broker {addr} refused {self.cfg.client_id}: {why}")
+            if getattr(self, "_started", False):
+                log.error("%s", self._error)
+            self._client.disconnect()
+
+        watch_tls_refusals(self._client, tls_refused)
         if self._client.protocol == mqtt.MQTTv5:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = 7 * 86_400

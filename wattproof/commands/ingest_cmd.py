@@ -6,12 +6,15 @@ import json
 import logging
 import signal
 import threading
+from pathlib import Path
 
 import typer
 
+from device.publisher import broker_address
 from ingest.quarantine import QuarantineLimits
 from ingest.service import IngestConfig, IngestService
 from ingest.validate import Limits
+from wattproof.commands.pki_cmd import MQTT_CA, MQTT_CERT, MQTT_KEY, MQTT_PASSWORD, MQTT_USERNAME
 
 
 class _JsonFormatter(logging.Formatter):
@@ -23,7 +26,7 @@ class _JsonFormatter(logging.Formatter):
 def register(app: typer.Typer) -> None:
     @app.command("ingest")
     def ingest_cmd(
-        broker: str = typer.Option(..., "--broker", envvar="WATTPROOF_BROKER", help="mqtt://host:port"),
+        broker: str = typer.Option(..., "--broker", envvar="WATTPROOF_BROKER", help="mqtt://host:port or mqtts://host:port"),
         db: str = typer.Option(..., "--db", envvar="WATTPROOF_DB", help="PostgreSQL DSN."),
         client_id: str = typer.Option("wattproof-ingest", "--client-id",
                                       help="MQTT client id (persistent session); unique per worker."),
@@ -47,6 +50,8 @@ def register(app: typer.Typer) -> None:
                                             "over all topics; beyond, refused messages are only counted."),
         metrics_port: int | None = typer.Option(None, "--metrics-port", help="Serve Prometheus metrics on this port."),
         json_logs: bool = typer.Option(False, "--json-logs", help="Log JSON lines."),
+        mqtt_ca: Path | None = MQTT_CA, mqtt_cert: Path | None = MQTT_CERT, mqtt_key: Path | None = MQTT_KEY,
+        mqtt_username: str | None = MQTT_USERNAME, mqtt_password: str | None = MQTT_PASSWORD,
     ) -> None:
         """Subscribe to every device's readings (shared subscription), validate, store, ack after commit."""
         handler = logging.StreamHandler()
@@ -56,14 +61,16 @@ def register(app: typer.Typer) -> None:
         limits = Limits(future_skew_ms=max_future_skew_s * 1000, max_age_ms=int(max_age_days * 86_400_000))
         quarantine = QuarantineLimits(max_payload_bytes=quarantine_max_payload, rows_per_topic_minute=quarantine_topic_rows,
                                       rows_per_minute=quarantine_rows)
-        svc = IngestService(IngestConfig(broker_url=broker, dsn=db, client_id=client_id, batch_frames=batch_frames,
+        addr = broker_address(broker, ca=mqtt_ca, cert=mqtt_cert, key=mqtt_key, username=mqtt_username,
+                              password=mqtt_password)
+        svc = IngestService(IngestConfig(broker_url=addr, dsn=db, client_id=client_id, batch_frames=batch_frames,
                                          batch_ms=batch_ms, limits=limits, metrics_port=metrics_port,
                                          shared=shared, writers=writers, registry_refresh_s=registry_refresh_s,
                                          store_attempts=store_attempts, quarantine=quarantine)).start()
         done = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: done.set())
         signal.signal(signal.SIGINT, lambda *_: done.set())
-        logging.getLogger("wattproof.ingest").info("ingesting from %s into the database", broker)
+        logging.getLogger("wattproof.ingest").info("ingesting from %s into the database", addr)
         while not done.wait(1.0):
             if svc.error is not None:
                 svc.stop()

@@ -21,6 +21,7 @@ from device.identity import (
 )
 from firmware_sim.scenarios import Scenario, load_scenario
 from wattproof import config
+from wattproof.commands.pki_cmd import MQTT_CA, MQTT_CERT, MQTT_KEY, MQTT_PASSWORD, MQTT_USERNAME
 
 
 def device_keys(sites: list[str], devices: list[str], keys_dir: Path | None) -> dict[str, Ed25519PrivateKey]:
@@ -40,7 +41,7 @@ def device_keys(sites: list[str], devices: list[str], keys_dir: Path | None) -> 
 def register(app: typer.Typer) -> None:
     @app.command("simulate")
     def simulate_cmd(
-        broker: str = typer.Option(..., "--broker", envvar="WATTPROOF_BROKER", help="mqtt://host:port or mqtt://user:password@host:port"),
+        broker: str = typer.Option(..., "--broker", envvar="WATTPROOF_BROKER", help="mqtt://host:port, mqtt://user:password@host:port or mqtts://host:port"),
         sites: int = typer.Option(3, "--sites", min=1, help="Number of sites (overridden by the scenario)."),
         days: float = typer.Option(7.0, "--days", min=0.01, help="Simulated period in days."),
         scenario: Path | None = typer.Option(None, "--scenario", help="Scenario YAML (faults to inject)."),
@@ -51,11 +52,13 @@ def register(app: typer.Typer) -> None:
         db: str | None = typer.Option(None, "--db", envvar="WATTPROOF_DB", help="Register the devices in this database."),
         keys_dir: Path | None = typer.Option(None, "--keys-dir", help="Device keys (default: data dir); "
                                              "missing keys are generated (0600)."),
+        mqtt_ca: Path | None = MQTT_CA, mqtt_cert: Path | None = MQTT_CERT, mqtt_key: Path | None = MQTT_KEY,
+        mqtt_username: str | None = MQTT_USERNAME, mqtt_password: str | None = MQTT_PASSWORD,
     ) -> None:
         """Simulate sites (main meter, sub-meters, PV) and publish signed frames over MQTT 5."""
         # imported here: the load and PV models pull in pvlib and pandas (~1 s, ~100 MB), which the
         # other commands — `wattproof ingest` above all — do not need
-        from device.publisher import parse_broker_url
+        from device.publisher import broker_address
         from firmware_sim.fleet import (
             FleetPublisher,
             frames_before,
@@ -67,7 +70,9 @@ def register(app: typer.Typer) -> None:
 
         if speed is not None and backfill:
             raise typer.BadParameter("--speed and --backfill exclude each other")
-        parse_broker_url(broker)  # a malformed URL fails here, in one line, before any work
+        # a malformed URL or a missing certificate file fails here, in one line, before any work
+        addr = broker_address(broker, ca=mqtt_ca, cert=mqtt_cert, key=mqtt_key, username=mqtt_username,
+                              password=mqtt_password)
         sc: Scenario | None = load_scenario(scenario) if scenario else None
         if sc is not None and (seed is not None or sites != 3 or days != 7.0):
             import msgspec
@@ -79,7 +84,7 @@ def register(app: typer.Typer) -> None:
         spool_dir = config.data_dir() / "spool"
         run0 = simulate(sites=sites, days=days, seed=seed if seed is not None else 42, scenario=sc)
         keys = device_keys([d.record.site for d in run0.devices], [d.device for d in run0.devices], keys_dir)
-        fleet = FleetPublisher(broker, spool_dir, run0.devices)
+        fleet = FleetPublisher(addr, spool_dir, run0.devices)
         # Continue where each device's spool left off (DESIGN invariant 8): frames whose readings an
         # earlier run already spooled are skipped, and the first frame sent carries the persisted
         # next_seq (after a kill: the reserved mark, so a gap, never a reuse). What the earlier run
