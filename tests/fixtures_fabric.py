@@ -16,7 +16,9 @@ from ledger.trust import FabricTrust
 
 @pytest.fixture(scope="session")
 def fabric_network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FabricNetwork]:
-    net = FabricNetwork(tmp_path_factory.mktemp("fabric"), Ports.free())
+    # one orderer: the evidence tests name the block signer (orderer.wattproof.test); the three-orderer
+    # Raft set has its own network in tests/test_fabric_raft.py
+    net = FabricNetwork(tmp_path_factory.mktemp("fabric"), Ports.free(), orderers=1)
     net.up()
     yield net
     net.down()

@@ -248,7 +248,7 @@ def _open_ledger(kind: str, run_dir: Path, con: Console, stack: ExitStack) -> tu
     fabric = FabricLedger.from_profile(profile.to_json())
     stack.callback(fabric.close)
     wait_ready(fabric)
-    con.print(f"[green]✓[/] Fabric {net.status()['package_id'].split(':')[0]}: orderer (etcdraft) + peers of "
+    con.print(f"[green]✓[/] Fabric {net.status()['package_id'].split(':')[0]}: {net.status()['orderers']} Raft orderer(s) + peers of "
               f"Org1MSP and Org2MSP, channel {profile.channel}, chaincode as a service, endorsement "
               f"AND(Org1, Org2); started in {time.perf_counter() - t0:.1f} s ({net_dir})")
     return fabric, f"Fabric channel {profile.channel} (Gateway {profile.peers['org1']})"

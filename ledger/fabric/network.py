@@ -1,6 +1,7 @@
 """A local Hyperledger Fabric network run as plain processes (no Docker): two organisations with one
-peer each, one etcdraft orderer, one application channel created through the channel participation
-API, and the wattproof chaincode deployed as a service.
+peer each, a Raft (etcdraft) orderer set of three nodes (or one, ``orderers=1``), one application
+channel created through the channel participation API on every orderer, and the wattproof chaincode
+deployed as a service.
 
 Owns: generating crypto material (cryptogen), the channel genesis block (configtxgen), per-node
 configs (Fabric's sampleconfig with our settings), starting/stopping the processes, the chaincode
@@ -9,7 +10,10 @@ profile a Gateway client needs. The state (ports, pids, paths) lives in ``<dir>/
 ``wattproof fabric down``/``status`` work from another process.
 
 Everything listens on 127.0.0.1. TLS is on for every node (server-side; the orderer's admin API uses
-mutual TLS, as Fabric requires). The chaincode endorsement policy needs both organisations.
+mutual TLS, as Fabric requires). Each orderer has its own TLS identity, which is also its identity in
+the Raft consenter set (cluster traffic shares the orderer's main port). Every orderer is named in
+the channel config's orderer endpoints, so a peer's Gateway and block delivery fail over to another
+one. The chaincode endorsement policy needs both organisations.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ import socket
 import subprocess
 import tarfile
 import time
+import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +44,7 @@ CC_LABEL = "wattproof_1"
 ORGS = ("org1", "org2")
 ENDORSEMENT_POLICY = "AND('Org1MSP.peer','Org2MSP.peer')"
 DOMAIN = "wattproof.test"
+ORDERERS = 3  # Raft consenters of a new network: tolerates one stopped orderer (a majority of 3 remains)
 
 
 class FabricNetworkError(RuntimeError):
@@ -83,6 +90,9 @@ def free_ports(n: int) -> list[int]:
 
 @dataclass
 class Ports:
+    """The network's 127.0.0.1 ports: the first ten as before Raft (one orderer), then the second and
+    third orderer's (0 in a network made with one orderer)."""
+
     orderer: int
     orderer_admin: int
     orderer_ops: int
@@ -93,17 +103,29 @@ class Ports:
     peer2_cc: int
     peer2_ops: int
     chaincode: int
+    orderer2: int = 0
+    orderer2_admin: int = 0
+    orderer2_ops: int = 0
+    orderer3: int = 0
+    orderer3_admin: int = 0
+    orderer3_ops: int = 0
+
+    COUNT = 16  # ports of a three-orderer network
 
     @classmethod
     def free(cls) -> Ports:
-        return cls(*free_ports(10))
+        return cls(*free_ports(cls.COUNT))
 
     @classmethod
     def from_base(cls, base: int) -> Ports:
-        return cls(*range(base, base + 10))
+        return cls(*range(base, base + cls.COUNT))
 
     def peer(self, org: str) -> int:
         return self.peer1 if org == "org1" else self.peer2
+
+    def of_orderer(self, name: str) -> tuple[int, int, int]:
+        """(listen, admin, operations) ports of orderer ``name`` ("orderer", "orderer2", "orderer3")."""
+        return getattr(self, name), getattr(self, f"{name}_admin"), getattr(self, f"{name}_ops")
 
 
 @dataclass
@@ -130,6 +152,7 @@ class State:
     pids: dict[str, int] = field(default_factory=dict)
     started: dict[str, int] = field(default_factory=dict)  # /proc start time of each pid: a reused pid is not ours
     package_id: str = ""
+    orderers: int = 1  # a state file written before Raft had one orderer
 
     def save(self) -> None:
         p = Path(self.directory) / "network.json"
@@ -151,23 +174,40 @@ def _msp_id(org: str) -> str:
     return "Org1MSP" if org == "org1" else "Org2MSP"
 
 
+def orderer_names(n: int) -> list[str]:
+    """Process (and host) names of an ``n``-orderer set: "orderer", "orderer2", "orderer3"."""
+    return ["orderer" if i == 0 else f"orderer{i + 1}" for i in range(n)]
+
+
 class FabricNetwork:
     """``FabricNetwork(dir).up()`` starts everything and deploys the chaincode; ``down()`` stops it."""
 
-    def __init__(self, directory: Path, ports: Ports | None = None, batch_timeout: str = "100ms") -> None:
+    def __init__(self, directory: Path, ports: Ports | None = None, batch_timeout: str = "100ms",
+                 orderers: int = ORDERERS) -> None:
+        if orderers not in (1, 3):
+            raise FabricNetworkError(f"orderers must be 1 or 3, not {orderers}")
         self.dir = Path(directory).resolve()
         self.dir.mkdir(parents=True, exist_ok=True)
         existing = State.load(self.dir)
         if existing is not None and ports is None:
-            self.state = existing
+            self.state = existing  # an existing network keeps its orderer count
         else:
-            self.state = State(str(self.dir), ports or Ports.free(), batch_timeout)
+            self.state = State(str(self.dir), ports or Ports.free(), batch_timeout, orderers=orderers)
         self.bin = fabric_bin_dir()
 
     # ---- paths ---------------------------------------------------------------------------------
     @property
     def ports(self) -> Ports:
         return self.state.ports
+
+    @property
+    def orderers(self) -> list[str]:
+        """Names of this network's orderers (each also a process name and config directory)."""
+        return orderer_names(self.state.orderers)
+
+    @property
+    def nodes(self) -> list[str]:
+        return [*self.orderers, "peer-org1", "peer-org2", "chaincode"]
 
     @property
     def crypto(self) -> Path:
@@ -179,13 +219,13 @@ class FabricNetwork:
     def _peer_tls(self, org: str) -> Path:
         return self._org_dir(org) / "peers" / f"peer0.{org}.{DOMAIN}" / "tls"
 
-    def _orderer_node(self) -> Path:
-        return self.crypto / "ordererOrganizations" / DOMAIN / "orderers" / f"orderer.{DOMAIN}"
+    def _orderer_node(self, name: str = "orderer") -> Path:
+        return self.crypto / "ordererOrganizations" / DOMAIN / "orderers" / f"{name}.{DOMAIN}"
 
     def _orderer_admin(self) -> Path:
         return self.crypto / "ordererOrganizations" / DOMAIN / "users" / f"Admin@{DOMAIN}"
 
-    def _orderer_ca(self) -> Path:
+    def _orderer_ca(self) -> Path:  # one TLS CA for the orderer organisation: the same file in every node
         return self._orderer_node() / "tls" / "ca.crt"
 
     def profile(self) -> Profile:
@@ -224,7 +264,7 @@ class FabricNetwork:
             return
         spec = {
             "OrdererOrgs": [{"Name": "Orderer", "Domain": DOMAIN, "EnableNodeOUs": True,
-                             "Specs": [{"Hostname": "orderer", "SANS": ["127.0.0.1", "localhost"]}]}],
+                             "Specs": [{"Hostname": n, "SANS": ["127.0.0.1", "localhost"]} for n in self.orderers]}],
             "PeerOrgs": [{"Name": _msp_id(o)[:-3], "Domain": f"{o}.{DOMAIN}", "EnableNodeOUs": True,
                           "Template": {"Count": 1, "SANS": ["127.0.0.1", "localhost"]}, "Users": {"Count": 1}}
                          for o in ORGS],
@@ -245,7 +285,8 @@ class FabricNetwork:
             "MSPDir": str(self.crypto / "ordererOrganizations" / DOMAIN / "msp"),
             "Policies": {"Readers": sig("OR('OrdererMSP.member')"), "Writers": sig("OR('OrdererMSP.member')"),
                          "Admins": sig("OR('OrdererMSP.admin')")},
-            "OrdererEndpoints": [f"127.0.0.1:{self.ports.orderer}"],
+            # every orderer: the peers' Gateway (Submit) and block delivery try the others when one fails
+            "OrdererEndpoints": [f"127.0.0.1:{self.ports.of_orderer(n)[0]}" for n in self.orderers],
         }
         orgs = []
         for o in ORGS:
@@ -257,7 +298,9 @@ class FabricNetwork:
                              "Admins": sig(f"OR('{m}.admin')"), "Endorsement": sig(f"OR('{m}.peer')")},
                 "AnchorPeers": [{"Host": "127.0.0.1", "Port": self.ports.peer(o)}],
             })
-        tls = self._orderer_node() / "tls"
+        consenters = [{"Host": "127.0.0.1", "Port": self.ports.of_orderer(n)[0],
+                       "ClientTLSCert": str(self._orderer_node(n) / "tls" / "server.crt"),
+                       "ServerTLSCert": str(self._orderer_node(n) / "tls" / "server.crt")} for n in self.orderers]
         return {
             "Profiles": {"WattproofChannel": {
                 "Policies": {"Readers": meta("ANY Readers"), "Writers": meta("ANY Writers"),
@@ -268,9 +311,7 @@ class FabricNetwork:
                     "BatchTimeout": self.state.batch_timeout,
                     "BatchSize": {"MaxMessageCount": 500, "AbsoluteMaxBytes": "10 MB", "PreferredMaxBytes": "2 MB"},
                     "EtcdRaft": {
-                        "Consenters": [{"Host": "127.0.0.1", "Port": self.ports.orderer,
-                                        "ClientTLSCert": str(tls / "server.crt"),
-                                        "ServerTLSCert": str(tls / "server.crt")}],
+                        "Consenters": consenters,
                         "Options": {"TickInterval": "100ms", "ElectionTick": 10, "HeartbeatTick": 1,
                                     "MaxInflightBlocks": 5, "SnapshotIntervalSize": "16 MB"},
                     },
@@ -305,23 +346,29 @@ class FabricNetwork:
         data: dict[str, Any] = yaml.safe_load((self.bin.parent / "config" / name).read_text())
         return data
 
-    def _write_orderer_config(self) -> Path:
-        d = self.dir / "orderer"
+    def _write_orderer_config(self, name: str = "orderer") -> Path:
+        d = self.dir / name
         (d / "data").mkdir(parents=True, exist_ok=True)
         c = self._sampleconfig("orderer.yaml")
-        tls = self._orderer_node() / "tls"
+        tls = self._orderer_node(name) / "tls"
+        port, admin, ops = self.ports.of_orderer(name)
         g = c["General"]
-        g.update(ListenAddress="127.0.0.1", ListenPort=self.ports.orderer, BootstrapMethod="none",
-                 LocalMSPDir=str(self._orderer_node() / "msp"), LocalMSPID="OrdererMSP")
+        # Raft traffic between orderers shares the main port (no Cluster.ListenPort): each node
+        # authenticates the others by the TLS certificates named in the channel's consenter set.
+        g.update(ListenAddress="127.0.0.1", ListenPort=port, BootstrapMethod="none",
+                 LocalMSPDir=str(self._orderer_node(name) / "msp"), LocalMSPID="OrdererMSP")
         g["TLS"].update(Enabled=True, PrivateKey=str(tls / "server.key"), Certificate=str(tls / "server.crt"),
                         RootCAs=[str(tls / "ca.crt")], ClientAuthRequired=False)
+        # RPCTimeout (Fabric's default 7 s) bounds how long a follower waits when forwarding a transaction
+        # to a leader that has just gone: with 7 s a stopped leader stalled anchoring for ~7 s after the
+        # election had already finished (~1.2 s); all nodes are on one host, so 2 s is ample.
         g["Cluster"].update(ClientCertificate=str(tls / "server.crt"), ClientPrivateKey=str(tls / "server.key"),
-                            RootCAs=[str(tls / "ca.crt")])
+                            RootCAs=[str(tls / "ca.crt")], RPCTimeout="2s")
         c["FileLedger"]["Location"] = str(d / "data" / "ledger")
         c["Consensus"] = {"WALDir": str(d / "data" / "wal"), "SnapDir": str(d / "data" / "snap")}
-        c["Operations"]["ListenAddress"] = f"127.0.0.1:{self.ports.orderer_ops}"
+        c["Operations"]["ListenAddress"] = f"127.0.0.1:{ops}"
         c["Metrics"]["Provider"] = "prometheus"
-        c["Admin"]["ListenAddress"] = f"127.0.0.1:{self.ports.orderer_admin}"
+        c["Admin"]["ListenAddress"] = f"127.0.0.1:{admin}"
         c["Admin"]["TLS"].update(Enabled=True, PrivateKey=str(tls / "server.key"), Certificate=str(tls / "server.crt"),
                                  RootCAs=[str(tls / "ca.crt")], ClientAuthRequired=True,
                                  ClientRootCAs=[str(tls / "ca.crt")])
@@ -362,7 +409,7 @@ class FabricNetwork:
         p["gateway"]["enabled"] = True
         c["vm"]["endpoint"] = ""
         c["chaincode"]["externalBuilders"] = [{"name": "wattproof-ccaas",
-                                               "path": str(REPO / "ledger" / "fabric" / "builder")}]
+                                               "path": str(resources.files("ledger.fabric") / "builder")}]
         c["operations"]["listenAddress"] = f"127.0.0.1:{ops}"
         c["metrics"]["provider"] = "prometheus"
         c["ledger"]["state"]["stateDatabase"] = "goleveldb"
@@ -413,10 +460,11 @@ class FabricNetwork:
             return False
         return True
 
-    def start_orderer(self) -> None:
-        d = self._write_orderer_config()
-        self._spawn("orderer", [str(self.bin / "orderer")], {"FABRIC_CFG_PATH": str(d)})
-        self._wait_healthy("orderer", self.ports.orderer_ops)
+    def start_orderer(self, name: str = "orderer", wait: bool = True) -> None:
+        d = self._write_orderer_config(name)
+        self._spawn(name, [str(self.bin / "orderer")], {"FABRIC_CFG_PATH": str(d)})
+        if wait:
+            self._wait_healthy(name, self.ports.of_orderer(name)[2])
 
     def start_peer(self, org: str) -> None:
         d = self.dir / f"peer-{org}"
@@ -480,12 +528,55 @@ class FabricNetwork:
     def _orderer_flags(self) -> list[str]:
         return ["-o", f"127.0.0.1:{self.ports.orderer}", "--tls", "--cafile", str(self._orderer_ca())]
 
-    def _join_orderer(self, block: Path) -> None:
+    def _osnadmin(self, name: str, *args: str, what: str, attempts: int = 1) -> str:
         adm = self._orderer_admin() / "tls"
-        self._run([str(self.bin / "osnadmin"), "channel", "join", "--channelID", CHANNEL, "--config-block", str(block),
-                   "-o", f"127.0.0.1:{self.ports.orderer_admin}", "--ca-file", str(self._orderer_ca()),
-                   "--client-cert", str(adm / "client.crt"), "--client-key", str(adm / "client.key")],
-                  what="osnadmin channel join", attempts=5)
+        return self._run([str(self.bin / "osnadmin"), "channel", *args, "-o", f"127.0.0.1:{self.ports.of_orderer(name)[1]}",
+                          "--ca-file", str(self._orderer_ca()), "--client-cert", str(adm / "client.crt"),
+                          "--client-key", str(adm / "client.key")], what=what, attempts=attempts)
+
+    def _join_orderer(self, block: Path, name: str = "orderer") -> None:
+        """Channel participation API: the orderer joins the channel as a consenter from its genesis block."""
+        self._osnadmin(name, "join", "--channelID", CHANNEL, "--config-block", str(block),
+                       what=f"osnadmin channel join ({name})", attempts=5)
+
+    def orderer_channel(self, name: str) -> dict[str, Any]:
+        """The channel as orderer ``name`` reports it (channel participation API): name, url,
+        consensusRelation ("consenter"), status ("active" | "onboarding" | …) and height."""
+        out = self._osnadmin(name, "list", "--channelID", CHANNEL, what=f"osnadmin channel list ({name})")
+        info, _ = json.JSONDecoder().raw_decode(out[out.index("{"):])
+        return dict(info)
+
+    def orderer_metric(self, name: str, metric: str) -> float | None:
+        """A channel metric of orderer ``name`` from its operations endpoint (Prometheus text), e.g.
+        ``consensus_etcdraft_is_leader`` or ``consensus_etcdraft_committed_block_number``; None when
+        the orderer does not answer."""
+        _, _, ops = self.ports.of_orderer(name)
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{ops}/metrics", timeout=2) as r:
+                text = r.read().decode()
+        except (OSError, urllib.error.URLError):
+            return None
+        for line in text.splitlines():
+            if line.startswith(metric + "{") and f'channel="{CHANNEL}"' in line:
+                return float(line.rsplit(" ", 1)[1])
+        return None
+
+    def raft_leader(self) -> str | None:
+        """The orderer that is the channel's Raft leader: the one running orderer whose
+        ``consensus_etcdraft_is_leader`` is 1 (None while there is none, or more than one claims it
+        during an election)."""
+        leaders = [n for n in self.orderers if self._alive(n) and self.orderer_metric(n, "consensus_etcdraft_is_leader") == 1]
+        return leaders[0] if len(leaders) == 1 else None
+
+    def wait_raft_leader(self, timeout: float = 30, other_than: str | None = None) -> str:
+        """Poll until a Raft leader (other than ``other_than``) exists; returns its name."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            leader = self.raft_leader()
+            if leader is not None and leader != other_than:
+                return leader
+            time.sleep(0.1)
+        raise FabricNetworkError(f"no Raft leader among {', '.join(self.orderers)} after {timeout:.0f} s")
 
     def _join_peer(self, org: str, block: Path) -> None:
         self._run([str(self.bin / "peer"), "channel", "join", "-b", str(block)], env=self._peer_env(org),
@@ -534,15 +625,20 @@ class FabricNetwork:
         self._generate_crypto()
         block = self._generate_channel()
         try:
-            if not self._alive("orderer"):
-                self.start_orderer()
+            starting = [n for n in self.orderers if not self._alive(n)]
+            for name in starting:  # all at once: they start in parallel, then each is waited for
+                self.start_orderer(name, wait=False)
+            for name in starting:
+                self._wait_healthy(name, self.ports.of_orderer(name)[2])
             for org in ORGS:
                 if not self._alive(f"peer-{org}"):
                     self.start_peer(org)
             if fresh:
-                self._join_orderer(block)
+                for name in self.orderers:
+                    self._join_orderer(block, name)
                 for org in ORGS:
                     self._join_peer(org, block)
+                self.wait_raft_leader()
                 self._deploy_chaincode()
             elif not self._alive("chaincode"):
                 self.start_chaincode()
@@ -553,14 +649,15 @@ class FabricNetwork:
         return self.profile()
 
     def down(self, purge: bool = False) -> None:
-        for name in ("chaincode", "peer-org2", "peer-org1", "orderer"):
+        for name in reversed(self.nodes):
             self.stop(name)
         if purge:
             shutil.rmtree(self.dir, ignore_errors=True)
 
     def status(self) -> dict[str, Any]:
-        procs = {n: self._alive(n) for n in ("orderer", "peer-org1", "peer-org2", "chaincode")}
+        procs = {n: self._alive(n) for n in self.nodes}
         return {"directory": str(self.dir), "processes": procs, "ports": asdict(self.ports),
+                "orderers": self.state.orderers,
                 "channel": CHANNEL, "chaincode": CHAINCODE, "package_id": self.state.package_id,
                 "running": all(procs.values())}
 

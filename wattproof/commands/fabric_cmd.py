@@ -24,7 +24,9 @@ def _opt_dir() -> Path | None:
 @app.command("up", help="Start (or resume) a local two-organisation Fabric network with the wattproof chaincode.")
 def up(
     directory: Path | None = _opt_dir(),
-    base_port: int = typer.Option(27050, "--base-port", help="First of 10 consecutive 127.0.0.1 ports (0: any free ports).", min=0),
+    base_port: int = typer.Option(27050, "--base-port", help="First of 16 consecutive 127.0.0.1 ports (0: any free ports).", min=0),
+    orderers: int = typer.Option(3, "--orderers", help="Raft orderers of a new network: 3 (survives one down) or 1.",
+                                 min=1, max=3),
     batch_timeout: str = typer.Option("100ms", "--batch-timeout", help="Orderer BatchTimeout (new networks)."),
 ) -> None:
     from ledger.fabric.backend import FabricLedger, wait_ready
@@ -32,7 +34,7 @@ def up(
 
     d = network_dir(directory)
     ports = None if State.load(d) is not None else (Ports.from_base(base_port) if base_port else Ports.free())
-    net = FabricNetwork(d, ports, batch_timeout=batch_timeout)
+    net = FabricNetwork(d, ports, batch_timeout=batch_timeout, orderers=orderers)
     typer.echo(f"starting Fabric network in {d} …")
     profile = net.up()
     ledger = FabricLedger.from_profile(profile.to_json())
