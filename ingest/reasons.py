@@ -17,6 +17,8 @@ from device.wire import (
 
 UNKNOWN_DEVICE: Final = "unknown_device"
 INACTIVE_DEVICE: Final = "inactive_device"
+REVOKED_DEVICE: Final = "revoked_device"
+RETIRED_KEY: Final = "retired_key"
 TOPIC_MISMATCH: Final = "topic_mismatch"
 REPLAYED_SEQ: Final = "replayed_seq"
 CLOCK_SKEW: Final = "clock_skew"
@@ -34,6 +36,8 @@ ALL: Final[dict[str, str]] = {
     TOPIC_MISMATCH: "the frame's site/device differ from its topic's",
     UNKNOWN_DEVICE: "device is not in the registry",
     INACTIVE_DEVICE: "device is registered but deactivated",
+    REVOKED_DEVICE: "device was revoked (wattproof device revoke): none of its frames is accepted any more",
+    RETIRED_KEY: "signed by a key of the device that is not valid at the frame's sent_ms (rotated out, or not yet valid)",
     BAD_SIGNATURE: "Ed25519 signature does not verify with the registered public key",
     REPLAYED_SEQ: "a different frame with this (device, seq) was already accepted",
     CLOCK_SKEW: "send time too far from receive time",

@@ -1,8 +1,8 @@
 """The ingest validator's live copy of the device registry (docs/store.md, "Registry changes").
 
-Owns: ``RegistryView`` — re-reading the ``devices`` table when it changed, checked by a one-row fingerprint
-query every few seconds and on demand; so a deactivated, re-keyed or added device takes effect within
-seconds, without a restart. Must not: write the registry (ingest/registry.py does).
+Owns: ``RegistryView`` — re-reading the ``devices`` and ``device_keys`` tables when they changed, checked by a
+one-row fingerprint query every few seconds and on demand; so a deactivated, revoked, re-keyed (rotated) or
+added device takes effect within seconds, without a restart (docs/device-identity.md). Must not: write the registry (ingest/registry.py does).
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from typing import Any
 
 import psycopg
 
-from device.identity import DeviceRecord
-from ingest.registry import load_devices
+from ingest.registry import RegisteredDevice, load_devices
 
 log = logging.getLogger("wattproof.ingest")
 
@@ -25,11 +24,14 @@ class RegistryView:
     device), and re-reads the table only when it changed. A deactivated, re-keyed or added device takes effect
     within ``every_s``. Its own connection; a database error keeps the copy it has (the writers wait out outages)."""
 
-    _FINGERPRINT = "SELECT md5(coalesce(string_agg(d::text, ',' ORDER BY d.device_id), '')) FROM devices d"
+    #: the ``devices`` rows (key, active, revoked_at_ms…) and the key history (``device_keys``: rotations)
+    _FINGERPRINT = ("SELECT md5(coalesce((SELECT string_agg(d::text, ',' ORDER BY d.device_id) FROM devices d), '') "
+                    "|| '|' || coalesce((SELECT string_agg(k::text, ',' ORDER BY k.device_id, k.public_key) "
+                    "FROM device_keys k), ''))")
 
     def __init__(self, dsn: str, every_s: float) -> None:
         self.dsn, self.every_s = dsn, every_s
-        self.devices: dict[str, DeviceRecord] = {}
+        self.devices: dict[str, RegisteredDevice] = {}
         self._conn: psycopg.Connection[Any] | None = None
         self._fingerprint: str | None = None
         self._checked = float("-inf")

@@ -2,8 +2,8 @@
 
 Owns: the checks a frame must pass before it may be stored, in this order (cheap and
 attacker-independent first; the signature before anything that trusts the frame's content):
-topic shape → decode (size, JSON, schema) → topic matches frame → device known and active →
-Ed25519 signature → clock (send time vs receive time, readings vs send time) → value sanity.
+topic shape → decode (size, JSON, schema) → topic matches frame → device known, not revoked, active →
+Ed25519 signature by the device's key valid at the frame's signed ``sent_ms`` → clock (send time vs receive time, readings vs send time) → value sanity.
 Sequence checks (duplicate / replay / gap) need the store and happen in the writer.
 Must not: touch the network or the database.
 """
@@ -20,6 +20,7 @@ from cryptography.exceptions import InvalidSignature
 from device import ed25519
 from device.identity import DeviceRecord
 from device.wire import (
+    BAD_SIGNATURE,
     VALUE_OUT_OF_RANGE,
     Frame,
     WireError,
@@ -32,6 +33,7 @@ from device.wire import (
     verify_signature,
 )
 from ingest import reasons
+from ingest.registry import RegisteredDevice
 
 log = logging.getLogger("wattproof.ingest")
 
@@ -101,11 +103,40 @@ def validate(topic: str, payload: bytes, registry: dict[str, DeviceRecord], now_
     if isinstance(pre, Rejected):
         return pre
     frame, rec = pre
-    try:
-        verify_signature(frame, _public_key(rec.public_key))
-    except WireError as err:
+    err = _signature_problem(frame, rec)
+    if err is not None:
         return Rejected(topic, payload, err.reason, err.detail, frame.device, frame.seq)
     return _after_signature(topic, payload, frame, rec, now_ms, limits)
+
+
+def _keys_at(rec: DeviceRecord, sent_ms: int) -> list[str]:
+    """The device's keys valid for a frame signed with this ``sent_ms`` (a record without key history: its key)."""
+    return rec.keys_at(sent_ms) if isinstance(rec, RegisteredDevice) else [rec.public_key]
+
+
+def _signature_problem(frame: Frame, rec: DeviceRecord) -> WireError | None:
+    """None when a key of the device valid at the frame's signed ``sent_ms`` signed it (docs/device-identity.md);
+    ``retired_key`` when only a key of the device valid at another time did (it cannot be forged without that
+    key); else ``bad_signature``."""
+    valid = _keys_at(rec, frame.sent_ms)
+    first: WireError | None = None
+    for key in valid:
+        try:
+            verify_signature(frame, _public_key(key))
+            return None
+        except WireError as err:
+            first = first or err
+    for key, lo, hi in rec.keys if isinstance(rec, RegisteredDevice) else ():
+        if key in valid:
+            continue
+        try:
+            verify_signature(frame, _public_key(key))
+        except WireError:
+            continue
+        return WireError(reasons.RETIRED_KEY, f"signed by key {key} of device {frame.device!r}, valid for frames sent "
+                         f"in [{lo if lo is not None else '…'}, {hi if hi is not None else '…'}) ms, not at sent_ms "
+                         f"{frame.sent_ms}")
+    return first or WireError(BAD_SIGNATURE, f"device {frame.device!r} has no key valid at sent_ms {frame.sent_ms}")
 
 
 def validate_many(items: list[tuple[str, bytes]], registry: dict[str, DeviceRecord], now_ms: int,
@@ -131,7 +162,10 @@ def validate_many(items: list[tuple[str, bytes]], registry: dict[str, DeviceReco
             sig = b64url_decode(frame.sig or "")
         except (ValueError, TypeError):
             continue  # not proven: the reference words it
-        key = _raw_key(rec.public_key)
+        valid = _keys_at(rec, frame.sent_ms)
+        if len(valid) != 1:
+            continue  # no key, or several, valid at its time: the reference decides
+        key = _raw_key(valid[0])
         if b64url(sig) != frame.sig or ed25519.key_problem(key) is not None:
             continue  # refused by verify_signature, which words why
         todo.append(i)
@@ -192,6 +226,10 @@ def _before_signature(topic: str, payload: bytes,
     rec = registry.get(frame.device)
     if rec is None:
         return Rejected(topic, payload, reasons.UNKNOWN_DEVICE, f"device {frame.device!r} is not registered", *ref)
+    if isinstance(rec, RegisteredDevice) and rec.revoked_at_ms is not None:
+        return Rejected(topic, payload, reasons.REVOKED_DEVICE,
+                        f"device {frame.device!r} was revoked at {rec.revoked_at_ms} ms (UTC); its frames are not accepted",
+                        *ref)
     if not rec.active:
         return Rejected(topic, payload, reasons.INACTIVE_DEVICE, f"device {frame.device!r} is deactivated", *ref)
     if rec.site != frame.site:

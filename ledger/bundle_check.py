@@ -22,7 +22,14 @@ import msgspec
 import rfc8785
 
 from device import ed25519
-from device.wire import WireError, b64url, decode_frame, verify_signed_frame
+from device.wire import (
+    READING_WINDOW,
+    WireError,
+    b64url,
+    decode_frame,
+    reading_window_problem,
+    verify_signed_frame,
+)
 from ledger import merkle
 from ledger.backend import BatchHeader, decode_header, header_bytes
 from ledger.canonical import LEAF_VERSION, Leaf, leaf_bytes, loads_strict
@@ -264,8 +271,14 @@ class _Checker:
                             f"at {self.b.site}")
         if dev_key is None:
             return None
+        rotated = self.trust.device_periods(self.b.device) if self.trust is not None else None
         try:
-            verify_signed_frame(frame, dev_key)
+            if rotated is not None and rotated.only is None:  # the pinned key valid at the frame's signed sent_ms
+                rotated.verify_signature(frame)
+                if (why := reading_window_problem(frame)) is not None:
+                    raise WireError(READING_WINDOW, why)
+            else:
+                verify_signed_frame(frame, dev_key)
         except WireError as exc:
             return self.bad(f"{where}: device signature does not verify ({exc.reason})" if exc.reason != "reading_window"
                             else f"{where}: refused by the wire format ({exc})")

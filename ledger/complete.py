@@ -32,7 +32,7 @@ from device.wire import (
     reading_window_problem,
 )
 from ledger.backend import LedgerBackend
-from ledger.trust import Trust
+from ledger.trust import DeviceKeys, Trust
 
 # --- problem kinds (documented in docs/proofs.md, "verify: what each problem means") ----------------
 READING_DIFFERS: Final = "reading_differs_from_frame"
@@ -77,29 +77,39 @@ def _ms(dt: datetime) -> int:
     return int(dt.timestamp() * 1000)
 
 
-def device_keys(conn: psycopg.Connection[Any], trust: Trust | None,
-                site: str | None = None) -> tuple[dict[str, bytes], list[Problem]]:
-    """The key each device's frames are checked with: the pinned one (the store's key must be among the
-    pinned ones, else a problem), or, without trust, the store's own (self-consistency only)."""
-    from device.wire import b64url_decode
+def stored_keys(conn: psycopg.Connection[Any]) -> dict[str, DeviceKeys]:
+    """The store's registry: each device's keys with their validity intervals (``device_keys``, migration 0801;
+    docs/device-identity.md). A claim of the store, like everything in it."""
+    out: dict[str, list[tuple[bytes, int | None, int | None]]] = {}
+    for dev, key, lo, hi in conn.execute("SELECT device_id, public_key, valid_from_ms, valid_until_ms FROM device_keys "
+                                         "ORDER BY device_id, valid_from_ms NULLS FIRST"):
+        out.setdefault(dev, []).append((bytes(key), lo, hi))
+    return {d: DeviceKeys(tuple(p)) for d, p in out.items()}
 
+
+def device_keys(conn: psycopg.Connection[Any], trust: Trust | None,
+                site: str | None = None) -> tuple[dict[str, DeviceKeys], list[Problem]]:
+    """The keys each device's frames are checked with, each valid at the frames' signed ``sent_ms`` in its
+    interval: the pinned ones (every key the store shows for the device must be among them, else a problem),
+    or, without trust, the store's own (self-consistency only)."""
     problems: list[Problem] = []
-    keys: dict[str, bytes] = {}
-    for dev, key, dsite in conn.execute("SELECT device_id, public_key, site_id FROM devices ORDER BY device_id"):
-        stored = bytes(key)
-        if trust is None:
-            keys[dev] = stored
-            continue
+    stored = stored_keys(conn)
+    if trust is None:
+        return stored, problems
+    keys: dict[str, DeviceKeys] = {}
+    for dev, current, dsite in conn.execute("SELECT device_id, public_key, site_id FROM devices ORDER BY device_id"):
         pinned = trust.device_keys(dev)
-        if b64url(stored) in pinned:
-            keys[dev] = stored
-            continue
+        shown = dict.fromkeys([b64url(k) for k, _, _ in stored[dev].periods] if dev in stored else [])
+        shown[b64url(bytes(current))] = None  # the registry's current key, and every key of its history
         if site is None or dsite == site:
-            problems.append(Problem(DEVICE_KEY_NOT_PINNED, "device", (dev,),
-                                    f"the store's key for {dev} is not one the verifier pinned"
-                                    + ("" if pinned else " (no key pinned for this device)")))
-        if pinned:
-            keys[dev] = b64url_decode(pinned[0])  # its frames must then verify with the pinned key
+            for key in shown:
+                if key not in pinned:
+                    problems.append(Problem(DEVICE_KEY_NOT_PINNED, "device", (dev,),
+                                            f"the store's key {key} for {dev} is not one the verifier pinned"
+                                            + ("" if pinned else " (no key pinned for this device)")))
+        periods = trust.device_periods(dev)
+        if periods is not None:
+            keys[dev] = periods  # its frames must verify with a pinned key valid at their time
     return keys, problems
 
 
@@ -117,8 +127,6 @@ def check(dsn: str, backend: LedgerBackend, trust: Trust | None, site: str | Non
 def check_rows(dsn: str, backend: LedgerBackend, trust: Trust | None, site: str | None = None,
                start: datetime | None = None, end: datetime | None = None) -> Completeness:
     """Every completeness check over the scope, row by row: the reference."""
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
     lo = _ms(start) if start else None
     hi = _ms(end) if end else None
     unz = zstandard.ZstdDecompressor()
@@ -130,7 +138,7 @@ def check_rows(dsn: str, backend: LedgerBackend, trust: Trust | None, site: str 
             keys, key_problems = device_keys(conn, trust, site)
             problems += key_problems
             site_of = dict(conn.execute("SELECT device_id, site_id FROM devices").fetchall())
-            verifiers = {d: Ed25519PublicKey.from_public_bytes(k) for d, k in keys.items()}
+            verifiers = keys  # each frame with a key valid at its signed sent_ms
             # --- frames in scope → the signed readings
             f_rows = conn.execute(
                 "SELECT f.device_id, f.seq, f.frame_sha256, f.raw_zstd FROM frames f JOIN devices d USING (device_id) "

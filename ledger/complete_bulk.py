@@ -25,7 +25,7 @@ from ledger.pgbinary import Rows, copy_out
 from ledger.replay import STORED_QUERY, _copy_in_snapshot, read_snapshot
 from ledger.sealqueue import CHANNELS, FRAME_ARRAYS, FrameRows, Queued, assemble, frames_then_check
 from ledger.sealqueue import check as check_frames_and_readings
-from ledger.trust import Trust
+from ledger.trust import DeviceKeys, Trust
 
 SCOPE_FRAMES = FRAME_ARRAYS + """
 FROM frames f JOIN unnest(%(devs)s::text[]) WITH ORDINALITY AS dv(device_id, dno) USING (device_id)
@@ -109,10 +109,9 @@ def check_bulk(dsn: str, backend: LedgerBackend, trust: Trust | None, site: str 
     return c.Completeness(problems, pending, len(q.seq), len(frames), frame_bad)
 
 
-def _frame_problems(q: Queued, valid: np.ndarray, raws: list[bytes], keys: dict[str, bytes]) -> list[c.Problem]:
+def _frame_problems(q: Queued, valid: np.ndarray, raws: list[bytes], keys: dict[str, DeviceKeys]) -> list[c.Problem]:
     """Each invalid frame, worded by the reference (``ledger.verify.frame_problem``)."""
     import zstandard
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     from ledger.verify import frame_problem
 
@@ -124,7 +123,7 @@ def _frame_problems(q: Queued, valid: np.ndarray, raws: list[bytes], keys: dict[
         raw_z = fr.buf[fr.off[i, 4]:fr.off[i, 4] + max(int(fr.ln[i, 4]), 0)].tobytes()
         sha = fr.buf[fr.off[i, 3]:fr.off[i, 3] + max(int(fr.ln[i, 3]), 0)].tobytes()
         key = keys.get(dev)
-        why = frame_problem(raw_z, sha, Ed25519PublicKey.from_public_bytes(key), unz) if key else \
+        why = frame_problem(raw_z, sha, key, unz) if key else \
             "no key to check the device's signature with"
         if why is None and raws[i]:
             try:

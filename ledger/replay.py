@@ -26,13 +26,14 @@ from typing import Any
 import numpy as np
 import psycopg
 import zstandard
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from device import ed25519
 from device.wire import MAX_FRAME_BYTES
 from ledger import bulk, nativelib
 from ledger.backend import LedgerBackend, header_bytes
+from ledger.complete import stored_keys
 from ledger.pgbinary import Rows, copy_out
+from ledger.trust import DeviceKeys
 
 CHANNELS = ["export", "import", "pv"]  # sorted: codes order like the strings (the schema's CHECK)
 _EPOCH_2000_US = 946_684_800_000_000
@@ -149,18 +150,18 @@ def _index_of(rows: Rows) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
             [blob[e - n:e] for e, n in zip(ends, ln.tolist(), strict=True)])
 
 
-def _frame_problems(rows: Rows, todo: Any, devices: list[str], raw_keys: dict[str, bytes],
+def _frame_problems(rows: Rows, todo: Any, devices: list[str], raw_keys: dict[str, DeviceKeys],
                     try_fast: bool) -> list[tuple[int, int, str]]:
     """(device code, seq, why) of the frames ``todo`` (row numbers of ``rows``) that fail the reference check."""
     from ledger.verify import frame_problem
 
     unz = zstandard.ZstdDecompressor()
-    keys = {d: Ed25519PublicKey.from_public_bytes(k) for d, k in raw_keys.items()}
+    keys = raw_keys  # the reference checks each frame with a key valid at its signed sent_ms
     dno, seq, off, ln, buf = rows.ints(0), rows.ints(1), rows.off, rows.ln, rows.buf
     bad = []
     for i in todo:
         raw_z, sha = buf[off[i, 3]:off[i, 3] + ln[i, 3]].tobytes(), buf[off[i, 2]:off[i, 2] + ln[i, 2]].tobytes()
-        if try_fast and _frame_ok_fast(raw_z, sha, raw_keys.get(devices[dno[i]]), unz):
+        if try_fast and _frame_ok_fast(raw_z, sha, _only_key(raw_keys.get(devices[dno[i]])), unz):
             continue
         why = frame_problem(raw_z, sha, keys.get(devices[dno[i]]), unz)
         if why is not None:
@@ -168,10 +169,16 @@ def _frame_problems(rows: Rows, todo: Any, devices: list[str], raw_keys: dict[st
     return bad
 
 
-def _native_frame_check(rows: Rows, devices: list[str], raw_keys: dict[str, bytes],
+def _only_key(keys: DeviceKeys | None) -> bytes | None:
+    """The device's key when it has one valid at every time; else None (the reference then picks, per frame, the
+    key valid at its signed sent_ms: these rows do not carry it)."""
+    return keys.only if keys is not None else None
+
+
+def _native_frame_check(rows: Rows, devices: list[str], raw_keys: dict[str, DeviceKeys],
                         threads: int) -> list[tuple[int, int, str]]:
     """The frames of ``rows`` through the native check; those it does not prove through the reference."""
-    dev_keys = [raw_keys.get(d) for d in devices]
+    dev_keys = [_only_key(raw_keys.get(d)) for d in devices]
     proven = nativelib.check_frames(rows.buf, rows.off[:, 3], rows.ln[:, 3], rows.off[:, 2], rows.ln[:, 2],
                                     dev_keys, rows.ints(0).astype(np.int32), MAX_FRAME_BYTES, threads)
     return _frame_problems(rows, np.flatnonzero(~proven).tolist(), devices, raw_keys, try_fast=False)
@@ -184,7 +191,7 @@ def _lower_priority() -> None:
 
 
 def _frames_part(dsn: str, devices: list[str], batch_ids: list[str] | None, part: int, parts: int,
-                 snapshot: str | None = None, keys: dict[str, bytes] | None = None) -> list[tuple[int, int, str]]:
+                 snapshot: str | None = None, keys: dict[str, DeviceKeys] | None = None) -> list[tuple[int, int, str]]:
     """The problems of one share of the frames (by ``seq`` mod ``parts``): (device code, seq, why) of each
     frame that is unreadable, differs from its recorded SHA-256 or whose device signature does not verify.
     ``snapshot``: the caller's exported snapshot, so that every share sees the same store as it does.
@@ -192,8 +199,7 @@ def _frames_part(dsn: str, devices: list[str], batch_ids: list[str] | None, part
     with psycopg.connect(dsn, autocommit=True) as conn:
         if snapshot is not None:
             _enter_snapshot(conn, snapshot)
-        raw_keys = keys if keys is not None else \
-            {d: bytes(k) for d, k in conn.execute("SELECT device_id, public_key FROM devices")}
+        raw_keys = keys if keys is not None else stored_keys(conn)
         rows = Rows(copy_out(conn, *_frames_query(devices, batch_ids, part, parts)), 4)
         if snapshot is not None:
             conn.execute("COMMIT")
@@ -201,7 +207,7 @@ def _frames_part(dsn: str, devices: list[str], batch_ids: list[str] | None, part
 
 
 def _frames_then_check(rows_out: Future[Rows], dsn: str, snapshot: str, devices: list[str],
-                       batch_ids: list[str] | None, raw_keys: dict[str, bytes]) -> list[tuple[int, int, str]]:
+                       batch_ids: list[str] | None, raw_keys: dict[str, DeviceKeys]) -> list[tuple[int, int, str]]:
     try:
         rows = _frames_in_snapshot(dsn, snapshot, devices, batch_ids)
     except BaseException as exc:
@@ -274,7 +280,7 @@ def _pack(parts: list[tuple[np.ndarray, int]]) -> np.ndarray:
 
 def verify_bulk(dsn: str, backend: LedgerBackend, site: str | None = None, start: datetime | None = None,
                 end: datetime | None = None, workers: int | None = None,
-                keys: dict[str, bytes] | None = None, pending: set[tuple[str, int, int]] | None = None,
+                keys: dict[str, DeviceKeys] | None = None, pending: set[tuple[str, int, int]] | None = None,
                 frame_bad: list[tuple[int, int, str]] | None = None, snapshot: str | None = None,
                 shared: dict[str, Any] | None = None) -> list[Any]:
     """``keys``: the device keys frames are checked with (the verifier's pinned ones); default: the store's.
@@ -293,7 +299,7 @@ def verify_bulk(dsn: str, backend: LedgerBackend, site: str | None = None, start
 
 
 def _verify_bulk(dsn: str, backend: LedgerBackend, site: str | None, start: datetime | None,
-                 end: datetime | None, workers: int | None, keys: dict[str, bytes] | None,
+                 end: datetime | None, workers: int | None, keys: dict[str, DeviceKeys] | None,
                  pending: set[tuple[str, int, int]], frame_bad: list[tuple[int, int, str]] | None,
                  snapshot: str | None, shared: dict[str, Any]) -> list[Any]:
     steps = replay_steps(dsn, backend, site, start, end, workers, keys, frame_bad is not None, snapshot, shared)
@@ -315,7 +321,7 @@ def finish(steps: Steps, pending: set[tuple[str, int, int]], frame_bad: list[tup
 
 
 def replay_steps(dsn: str, backend: LedgerBackend, site: str | None, start: datetime | None, end: datetime | None,
-                 workers: int | None, keys: dict[str, bytes] | None, frames_checked: bool, snapshot: str | None,
+                 workers: int | None, keys: dict[str, DeviceKeys] | None, frames_checked: bool, snapshot: str | None,
                  shared: dict[str, Any]) -> Steps:
     """The replay in two steps: ``next()`` loads and compares everything (batches, leaves, roots, readings), then
     pauses; ``finish`` hands it what only the completeness pass knows (``pending``; the frames' verdicts when
@@ -345,8 +351,7 @@ def replay_steps(dsn: str, backend: LedgerBackend, site: str | None, start: date
                 wno[k] = len(windows)
                 windows.append(k)
         bno_wno = np.array([wno[(m[1], m[2], m[3])] for m in meta], np.int64)
-        raw_keys = keys if keys is not None else \
-            {d: bytes(k) for d, k in conn.execute("SELECT device_id, public_key FROM devices")}
+        raw_keys = keys if keys is not None else stored_keys(conn)
         side = ThreadPoolExecutor(2)
         pool = None
         try:
@@ -406,7 +411,7 @@ def replay_steps(dsn: str, backend: LedgerBackend, site: str | None, start: date
             if rep.changed or rep.deleted or rep.inserted or rep.bad_frames:
                 rep.status = "tampered"
         if slow:
-            pubs = {d: Ed25519PublicKey.from_public_bytes(k) for d, k in raw_keys.items()}
+            pubs = raw_keys
             unz = zstandard.ZstdDecompressor()
             for b in slow:
                 m = meta[b]

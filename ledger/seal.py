@@ -131,6 +131,7 @@ def seal_windows(dsn: str, backend: LedgerBackend, window_s: int = 3600, grace_s
 def _seal_windows(dsn: str, backend: LedgerBackend, window_s: int, grace_s: int, now_ms: int | None,
                   site: str | None, progress: Callable[[int, int], None] | None, max_workers: int,
                   refused_out: list[tuple[str, int, int]] | None) -> list[SealedBatch]:
+    from ledger.complete import stored_keys
     from ledger.replay import _bulk_settings
     from ledger.sealqueue import check, load_queue
 
@@ -151,14 +152,15 @@ def _seal_windows(dsn: str, backend: LedgerBackend, window_s: int, grace_s: int,
                 return []
             devices = sorted(d for (d,) in conn.execute("SELECT device_id FROM devices"))
             code = {d: i for i, d in enumerate(devices)}
-            reg = {d: (s_, bytes(k)) for d, s_, k in conn.execute("SELECT device_id, site_id, public_key FROM devices")}
+            reg = dict(conn.execute("SELECT device_id, site_id FROM devices").fetchall())
+            history = stored_keys(conn)  # each frame with the registered key valid at its signed sent_ms
             db_order = [d for (d,) in conn.execute("SELECT device_id FROM devices ORDER BY device_id")]
             rank = np.zeros(len(devices), np.int64)
             rank[[code[d] for d in db_order]] = np.arange(len(db_order))  # the leaf order is the database's
             snap = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
-            key_list: list[bytes | None] = [reg[d][1] for d in devices]
+            key_list: list[Any] = [history.get(d) for d in devices]
             q, proven = load_queue(conn, dsn, snap, devices, key_list, cut, site, lo_ms, hi_ms)
-            site_of = [reg[d][0] for d in devices]
+            site_of = [reg[d] for d in devices]
             ok = check(q, site_of, key_list, proven)[0]
             done = _seal_backed(conn, backend, q, ok, rank, site_of, W, cut, refused_out, progress, max_workers)
             # dequeue the frames whose readings all lie before the cut (sealed, or refused for good)

@@ -26,13 +26,13 @@ from device.wire import (
     WireError,
     decode_frame,
     reading_window_problem,
-    verify_signed_frame,
 )
 from ledger import nativelib
 from ledger.bulk import StringTable
 from ledger.framewriter import rebuilt_equal
 from ledger.pgbinary import Rows, copy_out
 from ledger.replay import _copy_in_snapshot
+from ledger.trust import DeviceKeys, as_device_keys, key_slots
 
 CHANNELS = ["export", "import", "pv"]  # codes sort like the names (the schema's CHECK)
 _EPOCH_2000_US = 946_684_800_000_000
@@ -123,9 +123,10 @@ def frames_then_check(frames_out: Future[FrameRows], dsn: str, snapshot: str, qu
     return _native_check(frames, keys)
 
 
-def _native_check(frames: FrameRows, keys: list[bytes | None]) -> nativelib.CheckedFrames:
+def _native_check(frames: FrameRows, keys: list[bytes | DeviceKeys | None]) -> nativelib.CheckedFrames:
+    table, key_idx = key_slots(keys, frames.ints(0), frames.ints(2))  # the key valid at each frame's sent_ms
     return nativelib.check_frames_raw(frames.buf, frames.off[:, 4], frames.ln[:, 4], frames.off[:, 3], frames.ln[:, 3],
-                                      keys, frames.ints(0).astype(np.int32), MAX_FRAME_BYTES, 2)
+                                      table, key_idx, MAX_FRAME_BYTES, 2)
 
 
 def load_queue(conn: psycopg.Connection[Any], dsn: str, snapshot: str, devices: list[str], keys: list[bytes | None],
@@ -296,6 +297,9 @@ def check(q: Queued, site_of_dev: list[str], keys: list[bytes | None],
         if (frame.device, frame.seq) != (q.devices[int(q.f_dev[i])], int(q.f_seq[i])):
             valid[i] = False  # a genuine frame stored under another (device, seq) backs nothing there
             continue
+        if frame.sent_ms != int(fr.ints(2)[i]) and not _signed_in_period(frame, keys[int(q.f_dev[i])]):
+            valid[i] = False  # its key was chosen by a stored sent_ms the device did not sign
+            continue
         for j in rsel[first[i]:first[i + 1]]:
             k = int(q.idx[j])
             if 0 <= k < len(frame.readings):
@@ -313,12 +317,9 @@ def _reference_check(fr: FrameRows, f_dev: np.ndarray, keys: list[bytes | None],
     their bytes (python-zstandard), recorded SHA-256, strict decoding and signature (``device``). Fills
     ``off``/``ln``/``sig_at``/``sig_len``/``valid`` for them; returns the buffer holding every frame's bytes (the
     native one, with these frames' bytes after it)."""
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
     unz = zstandard.ZstdDecompressor()
     raw_off, raw_len, sha_off, sha_len = fr.off[:, 4], fr.ln[:, 4], fr.off[:, 3], fr.ln[:, 3]
     buf = fr.buf
-    pubs: dict[int, Any] = {}
     extra: list[bytes] = []
     at = native_buf.size
     for i in todo.tolist():
@@ -335,13 +336,15 @@ def _reference_check(fr: FrameRows, f_dev: np.ndarray, keys: list[bytes | None],
         # native check decompresses every concatenated zstd frame; python-zstandard reads only the first)
         if hashlib.sha256(raw).digest() != buf[sha_off[i]:sha_off[i] + sha_len[i]].tobytes():
             continue
-        key = keys[f_dev[i]] if 0 <= f_dev[i] < len(keys) else None
+        key = as_device_keys(keys[f_dev[i]]) if 0 <= f_dev[i] < len(keys) else None
         if key is None:
             continue
         try:
-            pub = pubs.setdefault(int(f_dev[i]), Ed25519PublicKey.from_public_bytes(key))
-            verify_signed_frame(decode_frame(raw), pub)
+            frame = decode_frame(raw)
+            key.verify_signature(frame)  # by a key valid at the frame's signed sent_ms
         except (WireError, ValueError):
+            continue
+        if reading_window_problem(frame) is not None:  # verify_signed_frame's second half
             continue
         a = raw.find(b',"sig":"')
         if a < 0:
@@ -349,6 +352,18 @@ def _reference_check(fr: FrameRows, f_dev: np.ndarray, keys: list[bytes | None],
         sig_at[i], sig_len[i] = a + 8, 86
         valid[i] = True
     return np.concatenate([native_buf, np.frombuffer(b"".join(extra), np.uint8)]) if extra else native_buf
+
+
+def _signed_in_period(frame: Any, keys: bytes | DeviceKeys | None) -> bool:
+    """The frame's signature verifies under a key valid at its signed ``sent_ms``."""
+    dk = as_device_keys(keys)
+    if dk is None:
+        return False
+    try:
+        dk.verify_signature(frame)
+    except WireError:
+        return False
+    return True
 
 
 def _within_schema(q: Queued, rsel: np.ndarray, first: np.ndarray, counts: np.ndarray, sent: np.ndarray) -> np.ndarray:

@@ -25,6 +25,7 @@ from device.wire import WireError, decode_frame, verify_signature
 from ledger import merkle
 from ledger.backend import LedgerBackend, header_bytes
 from ledger.seal import load_leaves
+from ledger.trust import DeviceKeys
 
 Key = tuple[str, int, int]
 
@@ -48,7 +49,7 @@ class BatchReport:
 
 def verify(dsn: str, backend: LedgerBackend, site: str | None = None, start: datetime | None = None,
            end: datetime | None = None, workers: int | None = None,
-           keys: dict[str, bytes] | None = None, pending: set[Key] | None = None,
+           keys: dict[str, DeviceKeys] | None = None, pending: set[Key] | None = None,
            frame_bad: list[tuple[int, int, str]] | None = None, snapshot: str | None = None,
            shared: dict[str, Any] | None = None) -> list[BatchReport]:
     """Replay every sealed batch in range (bulk: a few binary COPYs, checks on columns; see ledger/replay.py).
@@ -70,8 +71,9 @@ def verify_rows(dsn: str, backend: LedgerBackend, site: str | None = None, start
     reports = []
     unz = zstandard.ZstdDecompressor()
     with psycopg.connect(dsn, autocommit=True) as conn:
-        raw = keys if keys is not None else {d: bytes(k) for d, k in conn.execute("SELECT device_id, public_key FROM devices")}
-        pubs = {d: Ed25519PublicKey.from_public_bytes(k) for d, k in raw.items()}
+        from ledger.complete import stored_keys
+
+        pubs = keys if keys is not None else stored_keys(conn)  # each frame with a key valid at its signed sent_ms
         rows = conn.execute(
             "SELECT batch_id, site_id, window_start, window_end, header, leaf_devices, leaf_seqs, leaf_idxs, "
             "leaf_hashes FROM batches WHERE (%s::text IS NULL OR site_id = %s) "
@@ -84,7 +86,7 @@ def verify_rows(dsn: str, backend: LedgerBackend, site: str | None = None, start
 
 
 def verify_one_batch_rows(conn: psycopg.Connection[Any], backend: LedgerBackend, batch_id: str, site_id: str,
-                          w0: datetime, w1: datetime, header_raw: bytes, keys: dict[str, Ed25519PublicKey],
+                          w0: datetime, w1: datetime, header_raw: bytes, keys: dict[str, DeviceKeys],
                           unz: zstandard.ZstdDecompressor, pending: set[Key] | None = None) -> BatchReport:
     row = conn.execute("SELECT leaf_devices, leaf_seqs, leaf_idxs, leaf_hashes FROM batches WHERE batch_id = %s",
                        (batch_id,)).fetchone()
@@ -95,7 +97,7 @@ def verify_one_batch_rows(conn: psycopg.Connection[Any], backend: LedgerBackend,
 
 def _replay_batch(conn: psycopg.Connection[Any], backend: LedgerBackend, batch_id: str, site_id: str, w0: datetime,
                   w1: datetime, header_raw: bytes, devs: list[str], seqs: list[int], idxs: list[int],
-                  hashes_raw: bytes, keys: dict[str, Ed25519PublicKey],
+                  hashes_raw: bytes, keys: dict[str, DeviceKeys],
                   unz: zstandard.ZstdDecompressor, pending: set[Key]) -> BatchReport:
     rep = BatchReport(batch_id, site_id)
     on_ledger = backend.get(batch_id)
@@ -125,7 +127,7 @@ def _replay_batch(conn: psycopg.Connection[Any], backend: LedgerBackend, batch_i
     return rep
 
 
-def _check_frames(conn: psycopg.Connection[Any], frame_keys: list[tuple[str, int]], keys: dict[str, Ed25519PublicKey],
+def _check_frames(conn: psycopg.Connection[Any], frame_keys: list[tuple[str, int]], keys: dict[str, DeviceKeys],
                   unz: zstandard.ZstdDecompressor) -> list[tuple[str, int, str]]:
     """The problems of the frames the batch's current readings came in."""
     bad = []
@@ -140,9 +142,10 @@ def _check_frames(conn: psycopg.Connection[Any], frame_keys: list[tuple[str, int
     return bad
 
 
-def frame_problem(raw_z: bytes, sha: bytes, key: Ed25519PublicKey | None,
+def frame_problem(raw_z: bytes, sha: bytes, key: Ed25519PublicKey | DeviceKeys | None,
                   unz: zstandard.ZstdDecompressor) -> str | None:
-    """Why a stored frame fails its check (readable, recorded SHA-256, device signature), or None."""
+    """Why a stored frame fails its check (readable, recorded SHA-256, device signature — with ``DeviceKeys``, by
+    a key valid at the frame's signed ``sent_ms``), or None."""
     try:
         raw = unz.decompress(raw_z)
     except zstandard.ZstdError:
@@ -152,7 +155,10 @@ def frame_problem(raw_z: bytes, sha: bytes, key: Ed25519PublicKey | None,
     try:
         if key is None:
             raise KeyError("unknown device")
-        verify_signature(decode_frame(raw), key)
+        if isinstance(key, DeviceKeys):
+            key.verify_signature(decode_frame(raw))
+        else:
+            verify_signature(decode_frame(raw), key)
     except (WireError, KeyError) as exc:
         return f"device signature does not verify ({exc})"
     return None

@@ -1,6 +1,7 @@
 """The operator's side of trust: what an auditor should pin, gathered from this deployment.
 
-Owns ``trust_from_operator``: the local ledger's operator public key, every registered device's key and,
+Owns ``trust_from_operator``: the local ledger's operator public key, every registered device's keys (with their
+validity intervals once a device's key was rotated or it was revoked) and,
 for Fabric, the organisations' root certificates, as a ``wattproof-trust/1`` document. This is what the
 operator *claims*; an auditor compares it out of band (device commissioning records, the consortium's
 published roots) before pinning it. Never creates a key or a ledger.
@@ -13,12 +14,22 @@ from pathlib import Path
 import psycopg
 
 from device.wire import b64url
-from ledger.trust import FORMAT, FabricTrust, Trust
+from ledger.trust import FORMAT, FabricTrust, KeyPeriod, Trust
 
 
-def device_keys_of(dsn: str) -> dict[str, list[str]]:
+def device_keys_of(dsn: str) -> dict[str, list[str | KeyPeriod]]:
+    """Every registered device's keys: a plain key when the device has one key valid at every time (as trust files
+    always had it), else each key with its validity interval (docs/device-identity.md)."""
+    out: dict[str, list[str | KeyPeriod]] = {}
     with psycopg.connect(dsn, autocommit=True) as conn:
-        return {d: [b64url(bytes(k))] for d, k in conn.execute("SELECT device_id, public_key FROM devices ORDER BY 1")}
+        for d, k, lo, hi in conn.execute("SELECT device_id, public_key, valid_from_ms, valid_until_ms FROM device_keys "
+                                         "ORDER BY device_id, valid_from_ms NULLS FIRST"):
+            out.setdefault(d, []).append(KeyPeriod(key=b64url(bytes(k)), from_ms=lo, until_ms=hi))
+    for d, periods in out.items():
+        only = periods[0]
+        if len(periods) == 1 and isinstance(only, KeyPeriod) and only.from_ms is None and only.until_ms is None:
+            out[d] = [only.key]
+    return out
 
 
 def trust_from_operator(dsn: str, ledger: str, ledger_dir: Path | None) -> Trust:

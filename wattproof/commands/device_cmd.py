@@ -1,9 +1,15 @@
-"""`wattproof device ...`: provision device identities (key pair + registry record)."""
+"""`wattproof device ...`: device identities over their life — provision (key pair + registry record),
+rotate-key (a new key from now on, the old one still valid for frames sent before) and revoke
+(docs/device-identity.md)."""
 
 from __future__ import annotations
 
+import os
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 import typer
 
 from device.identity import (
@@ -68,3 +74,62 @@ def list_devices() -> None:
     """List the devices in the file registry."""
     for rec in FileRegistry(config.registry_path()).load().values():
         typer.echo(f"{rec.site}\t{rec.device}\t{rec.kind}\t{rec.rated_power_w} W\t{rec.public_key}")
+
+
+def _when(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@app.command("rotate-key")
+def rotate_key(
+    device: str = typer.Option(..., "--device", help="Device id."),
+    db: str = typer.Option(..., "--db", envvar="WATTPROOF_DB", help="The registry's database (DSN)."),
+    keys_dir: Path | None = typer.Option(None, "--keys-dir", help="Where private keys are (default: data dir)."),
+    public_key: str | None = typer.Option(
+        None, "--public-key", help="The device's new base64url Ed25519 public key (the device made its key pair) "
+        "instead of making a key pair here."),
+) -> None:
+    """Give a device a new key from now on. Frames it signed before now still verify with its old key; frames
+    dated from now on must carry the new key's signature. Re-export the trust file afterwards."""
+    from ingest.registry import RegistryError
+    from ingest.registry import rotate_key as rotate
+
+    registry = FileRegistry(config.registry_path())
+    filed = registry.get(device)
+    key = generate_key() if public_key is None else None
+    new_b64 = public_key_b64(key) if key is not None else str(public_key)
+    path = key_path(keys_dir or config.keys_dir(), filed.site, device) if filed is not None else None
+    if key is not None and path is None:
+        raise IdentityError(f"device {device!r} is not in {registry.path}, so its key file is unknown: pass the key "
+                            "the device made with --public-key")
+    staged = path.with_name(path.name + ".new") if key is not None and path is not None else None
+    if staged is not None and key is not None:
+        write_private_key(staged, key, overwrite=True)  # in place only once the registry has it
+    at_ms = int(time.time() * 1000)
+    try:
+        old_b64 = rotate(db, device, new_b64, at_ms)
+    except (RegistryError, OSError):
+        if staged is not None:
+            staged.unlink(missing_ok=True)
+        raise
+    if staged is not None and path is not None:
+        os.replace(staged, path)  # the old private key is gone: what it signed verifies with its public key
+    if filed is not None:
+        registry.add(msgspec.structs.replace(filed, public_key=new_b64), replace=True)
+    held = f"new key {path} (the old private key is destroyed)" if key is not None else "new key held by the device"
+    typer.echo(f"rotated {device} at {_when(at_ms)}: frames sent before verify with {old_b64}, from then on with "
+               f"{new_b64}; {held}. Re-export the trust file (wattproof trust export) for your auditors.")
+
+
+@app.command("revoke")
+def revoke(
+    device: str = typer.Option(..., "--device", help="Device id."),
+    db: str = typer.Option(..., "--db", envvar="WATTPROOF_DB", help="The registry's database (DSN)."),
+) -> None:
+    """Revoke a device now: ingest quarantines its frames (reason revoked_device) within seconds; readings stored
+    before stay verifiable. Irreversible: a device coming back gets a new device id. Re-export the trust file."""
+    from ingest.registry import revoke_device
+
+    at_ms = revoke_device(db, device, int(time.time() * 1000))
+    typer.echo(f"revoked {device} at {_when(at_ms)}: its frames are quarantined (revoked_device); frames sent before "
+               "stay verifiable. Re-export the trust file (wattproof trust export) for your auditors.")
