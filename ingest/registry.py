@@ -61,9 +61,17 @@ def register_site(dsn_or_conn: str | psycopg.Connection[Any], site_id: str, name
             conn.close()
 
 
+#: MQTT identities of wattproof's own services (wattproof.pki, wattproof.embedded): never device ids, since the
+#: broker's per-device ACL names a device by its MQTT user name
+RESERVED_IDS = frozenset({"ingest", "devices"})
+
+
 def register_device(dsn_or_conn: str | psycopg.Connection[Any], record: DeviceRecord) -> None:
     """Add a device (and its site). Re-registering the same key is a no-op; another key is refused, and so
     is a key that ``device.ed25519.key_problem`` refuses (before anything is written)."""
+    if record.device in RESERVED_IDS:
+        raise RegistryError(f"device id {record.device!r} is reserved: it is the broker identity of a wattproof service "
+                            "(a device of that name would share its broker permissions)")
     problem = record.key_problem()
     if problem is not None:
         raise RegistryError(f"device {record.device!r}: public key {record.public_key!r} refused: {problem}")

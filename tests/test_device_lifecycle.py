@@ -312,3 +312,17 @@ def test_a_store_from_before_the_key_history_is_upgraded_with_each_devices_key_v
                      "(%s, %s, 'main_meter', %s, 1000)", (DEVICE, SITE, wire.b64url_decode(public_key_b64(OLD))))
     assert [m.startswith("0801") for m in upgrade(empty_db)] == [True]
     assert device_keys_of(empty_db) == {DEVICE: [public_key_b64(OLD)]}  # as trust files always had it
+
+
+def test_a_device_named_like_a_service_identity_is_refused(store_db: str) -> None:
+    """The broker's ACL names a device by its MQTT user name: a device called ``ingest`` would share the ingest
+    service's permissions, so the registry refuses the service identities as device ids."""
+    from device.identity import generate_key
+    from ingest.registry import RegistryError
+
+    for name in ("ingest", "devices"):
+        rec = DeviceRecord(device=name, site="s99", kind="main_meter", public_key=public_key_b64(generate_key()),
+                           rated_power_w=10_000)
+        with pytest.raises(RegistryError, match="reserved"):
+            register_device(store_db, rec)
+    assert q(store_db, "SELECT count(*) FROM devices WHERE device_id IN ('ingest', 'devices')") == [(0,)]
