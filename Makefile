@@ -7,10 +7,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test bench lint sysdeps fabric-bins compose-cli native clean
 
-$(STAMP): pyproject.toml
+# Python dependencies at the versions of requirements.lock (hash-checked), then wattproof itself as an
+# editable install (no Rust build: ledger/native/build.sh below builds .cache/native). After a change to
+# pyproject.toml's dependencies: .venv/bin/uv pip compile (the command heading requirements.lock).
+$(STAMP): pyproject.toml requirements.lock setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,lint]'
+	$(PY) -m pip install -q --require-hashes -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
 ## demo: create .venv, install, run the whole path on embedded defaults

@@ -20,6 +20,7 @@ import numpy as np
 from statsmodels.tsa.seasonal import STL
 
 from audit import g14
+from device.errors import WattproofError
 
 MS_PER_HOUR = 3_600_000
 #: Temperature change points (°C) of the piecewise-linear terms: CalTRACK 2.0 §3.9.1.1's 30/45/55/65/75/90 °F.
@@ -32,7 +33,7 @@ MIN_OWN_MONTH_HOURS = 7 * 24  # a calendar month's model gets a level of its own
 OCC_THRESHOLD = 0.65  # a time of week is "occupied" when > 65 % of its residuals are under-predictions (§3.8.4)
 
 
-class BaselineError(ValueError):
+class BaselineError(WattproofError, ValueError):
     """The baseline cannot be fitted or used (too little data, unfit model, times it never saw)."""
 
 

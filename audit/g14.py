@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from device.errors import WattproofError
+
 #: Empirical factor of Guideline 14-2014 Annex B's FSU equation for hourly (and daily/weekly) data.
 FSU_FACTOR = 1.26
 
@@ -40,7 +42,7 @@ MIN_BASELINE_HOURS = 2 * 168
 MAX_EXTRAPOLATED_SHARE = 0.10
 
 
-class G14Error(ValueError):
+class G14Error(WattproofError, ValueError):
     """The metric cannot be computed (no degrees of freedom, zero mean, mismatched arrays)."""
 
 

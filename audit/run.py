@@ -35,9 +35,10 @@ from audit.detectors import (
 from audit.kernels import bucket_energy, frame_spans, register_vs_power
 from audit.load import load_frames, load_readings
 from audit.solar import clear_sky_ghi
+from device.errors import WattproofError
 
 
-class AuditError(Exception):
+class AuditError(WattproofError):
     """The audit was asked for something impossible (unknown site, nothing to audit)."""
 
 

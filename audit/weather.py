@@ -13,10 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
+from device.errors import WattproofError
+
 REQUIRED = ("site", "timestamp", "temperature_c")
 
 
-class WeatherError(ValueError):
+class WeatherError(WattproofError, ValueError):
     """A weather file that cannot be used; the message names file, line and column."""
 
 

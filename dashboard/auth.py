@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from device.errors import WattproofError
+
 ROLES = ("officer", "auditor", "regulator", "admin")
 PAGES = ("overview", "site", "findings", "claims", "ledger", "reports")
 #: What each role may open. A regulator sees claim verdicts and reports only; the others everything,
@@ -34,7 +36,7 @@ BCRYPT = re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
 MIN_PASSWORD = 8
 
 
-class DashboardConfigError(ValueError):
+class DashboardConfigError(WattproofError, ValueError):
     """A dashboard config file that cannot be used; the message names the file and the field."""
 
 

@@ -18,11 +18,12 @@ from pathlib import Path
 
 from dashboard.auth import load_config
 from dashboard.common import ENV_CONFIG, ENV_DB
+from device.errors import WattproofError
 
 APP = Path(__file__).resolve().parent / "app.py"
 
 
-class DashboardServerError(RuntimeError):
+class DashboardServerError(WattproofError, RuntimeError):
     """The dashboard did not come up (the message carries the end of its output)."""
 
 

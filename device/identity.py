@@ -20,13 +20,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from device import ed25519
+from device.errors import WattproofError
 from device.wire import b64url, b64url_decode, is_valid_id
 
 DeviceKind = Literal["main_meter", "sub_meter", "pv_inverter"]
 DEVICE_KINDS: tuple[str, ...] = ("main_meter", "sub_meter", "pv_inverter")
 
 
-class IdentityError(Exception):
+class IdentityError(WattproofError):
     """A key or registry file that cannot be used; the message says which and why."""
 
 

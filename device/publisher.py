@@ -42,6 +42,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from device.errors import BrokerUnavailable, WattproofError, tcp_problem
 from device.spool import Spool
 from device.wire import StatusMessage
 
@@ -49,8 +50,12 @@ log = logging.getLogger("wattproof.device")
 log.addHandler(logging.NullHandler())  # a library: the application decides where refusals are logged
 
 
-class PublishError(RuntimeError):
+class PublishError(WattproofError, RuntimeError):
     """The broker could not be reached or did not acknowledge in time."""
+
+
+class BrokerUnreachable(PublishError, BrokerUnavailable):
+    """No connection to the broker (nothing listening, unreachable host, or no CONNACK in time)."""
 
 
 class BrokerRefused(PublishError):
@@ -242,7 +247,9 @@ class Publisher:
     def wait_connected(self, timeout_s: float = 10.0) -> None:
         with self._cv:
             if not self._cv.wait_for(lambda: self._connected or self._refused is not None, timeout_s):
-                raise PublishError(f"{self.client_id}: no connection to {self.address} after {timeout_s:.0f}s")
+                why = tcp_problem(self.host, self.port) or (
+                    f"no connection after {timeout_s:.0f}s (the port answers TCP: TLS or protocol mismatch?)")
+                raise BrokerUnreachable(f"broker at {self.address} unreachable: {why} (client {self.client_id})")
         self._raise_if_refused()
 
     def _raise_if_refused(self) -> None:

@@ -33,6 +33,8 @@ import msgspec
 import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from device.errors import WattproofError
+
 WIRE_VERSION: Final = 1
 TOPIC_PREFIX: Final = "wattproof/v1"
 MAX_SAFE_INT: Final = 2**53 - 1  # RFC 8785 / I-JSON: integers beyond this are not exact
@@ -97,7 +99,7 @@ NON_CANONICAL: Final = "non_canonical"
 READING_WINDOW: Final = "reading_window"
 
 
-class WireError(ValueError):
+class WireError(WattproofError, ValueError):
     """A frame that cannot be accepted. ``reason`` is machine-readable, ``detail`` for people."""
 
     def __init__(self, reason: str, detail: str) -> None:
@@ -106,7 +108,7 @@ class WireError(ValueError):
         self.detail = detail
 
 
-class FrameEncodingError(ValueError):
+class FrameEncodingError(WattproofError, ValueError):
     """A frame built in code that RFC 8785 cannot carry exactly (NaN, a bool or an out-of-range
     integer, an id outside the alphabet...): refused instead of writing bytes no decoder accepts."""
 

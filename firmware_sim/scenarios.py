@@ -2,18 +2,22 @@
 
 Owns: the scenario schema, loading it with errors that name file, line and field, and the fault
 kinds with where each must surface (``expect``): in ingest's quarantine with a reason code, as an
-audit finding of a kind, or as a no-op. See docs/scenarios.md.
+audit finding of a kind, or as a no-op. See docs/scenarios.md. The scenarios wattproof ships (and
+their claim files) are package data in ``firmware_sim/scenarios_data/`` (``bundled_path``).
 Must not: generate data (sim.py does) or touch the network.
 """
 
 from __future__ import annotations
 
 import re
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
 import yaml
+
+from device.errors import WattproofError
 
 FaultKind = Literal[
     "register_rollback", "stuck_register", "gap", "duplicate_frame", "replayed_frame",
@@ -69,7 +73,7 @@ class Scenario(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     faults: list[FaultSpec] = []
 
 
-class ScenarioError(ValueError):
+class ScenarioError(WattproofError, ValueError):
     """A scenario file that cannot be used. The message names file, line and field."""
 
 
@@ -112,6 +116,14 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
         field = ".".join(str(p) for p in path) or "(top level)"
         reason = msg.split(" - at ")[0]
         raise ScenarioError(f"{source}:{node.start_mark.line + 1}: field `{field}`: {reason}") from None
+
+
+def bundled_path(name: str = "") -> Path:
+    """A file (or, with no name, the folder) of the scenarios shipped with wattproof, e.g.
+    ``bundled_path("greenwash.yaml")``; a claim file sits beside its scenario in ``claims/``. Found through
+    ``importlib.resources``, so it works from an installed wheel as from the checkout (whose ``scenarios/``
+    is a link to the same folder)."""
+    return Path(str(resources.files("firmware_sim") / "scenarios_data" / name))
 
 
 def load_scenario(path: str | Path) -> Scenario:

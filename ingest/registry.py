@@ -13,6 +13,7 @@ from typing import Any
 
 import psycopg
 
+from device.errors import WattproofError
 from device.identity import DeviceRecord
 from device.wire import b64url, b64url_decode
 
@@ -20,7 +21,7 @@ from device.wire import b64url, b64url_decode
 KeyPeriod = tuple[str, int | None, int | None]
 
 
-class RegistryError(Exception):
+class RegistryError(WattproofError):
     """A registration that would silently change a device's identity, or whose key can verify nothing; a
     rotation or revocation the device's state does not allow."""
 

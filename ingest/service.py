@@ -27,6 +27,7 @@ import queue
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,8 +39,15 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_server
 from prometheus_client import Counter as PCounter
-from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
 
+from device.errors import WattproofError, dsn_location, redact, tcp_problem
 from device.publisher import (
     BrokerAddress,
     PublishError,
@@ -59,7 +67,7 @@ SUBSCRIPTION = "wattproof/v1/+/+/readings"
 SHARE_GROUP = "ingest"
 
 
-class IngestError(RuntimeError):
+class IngestError(WattproofError, RuntimeError):
     """The service could not start or lost a dependency for longer than it may wait."""
 
 
@@ -180,7 +188,8 @@ class IngestService:
                 err = self._error
                 self.stop()
                 raise err if isinstance(err, IngestError) else IngestError(
-                    f"no connection to the broker at {addr} after {timeout_s:.0f}s")
+                    f"broker at {addr} unreachable: {tcp_problem(addr.host, addr.port) or 'no connection'}"
+                    f" after {timeout_s:.0f}s")
         self._started = True  # from now on a refusal is logged (before, start() raises it)
         return self
 
@@ -258,7 +267,7 @@ class IngestService:
     def _connect_db(self, slot: _WriterSlot) -> None:
         for attempt in Retrying(retry=retry_if_exception_type((psycopg.OperationalError, psycopg.InterfaceError)),
                                 wait=wait_exponential(multiplier=0.2, max=5), stop=stop_after_delay(self.cfg.db_retry_s),
-                                reraise=True):
+                                reraise=True, before_sleep=self._log_db_retry("connecting to")):
             with attempt:
                 conn = psycopg.connect(self.cfg.dsn, autocommit=True)
                 slot.conn, slot.writer = conn, StoreWriter(conn)
@@ -337,7 +346,8 @@ class IngestService:
         for attempt in Retrying(retry=retry_if_exception_type(psycopg.Error),
                                 wait=wait_exponential(multiplier=0.2, max=5), stop=stop_after_delay(self.cfg.db_retry_s),
                                 reraise=True,
-                                before_sleep=lambda rs: self._reconnect_db(slot)):
+                                before_sleep=lambda rs: (self._log_db_retry("writing a batch to")(rs),
+                                                         self._reconnect_db(slot))):
             with attempt:
                 t0 = time.perf_counter()
                 result = job.run(slot.writer)
@@ -371,8 +381,18 @@ class IngestService:
             self.totals.add(result)
             self._last_activity = time.monotonic()
 
+    def _log_db_retry(self, what: str) -> Callable[[RetryCallState], None]:
+        """A tenacity ``before_sleep`` that says what is retried, where (never the password), why, and when."""
+        def log_retry(rs: RetryCallState) -> None:
+            exc = rs.outcome.exception() if rs.outcome else None
+            why = " ".join(redact(str(exc), self.cfg.dsn).split()).removeprefix("connection failed: ") if exc else "?"
+            wait = rs.next_action.sleep if rs.next_action else 0.0
+            log.warning("%s the database at %s failed: %s; retry %d in %.1fs (giving up after %.0fs)",
+                        what, dsn_location(self.cfg.dsn), why, rs.attempt_number, wait, self.cfg.db_retry_s)
+        return log_retry
+
     def _reconnect_db(self, slot: _WriterSlot) -> None:
-        log.warning("database connection lost; reconnecting")
+        log.warning("database connection to %s lost; reconnecting", dsn_location(self.cfg.dsn))
         try:
             slot.conn.close()
         except Exception:  # noqa: BLE001

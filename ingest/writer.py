@@ -30,6 +30,7 @@ from typing import Any
 import psycopg
 import zstandard
 
+from device.errors import WattproofError
 from ingest import reasons
 from ingest.copybin import readings_copy
 from ingest.quarantine import (
@@ -284,7 +285,7 @@ class StoreWriter:
             self.conn.execute("SELECT ensure_readings_partition(%s)", (at,))
 
 
-class StoreUnavailable(psycopg.OperationalError):
+class StoreUnavailable(psycopg.OperationalError, WattproofError):
     """Even the quarantine row of a refused message could not be stored: the store itself is not working
     (retried like a lost connection, with backoff, until the service gives up)."""
 

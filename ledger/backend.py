@@ -18,6 +18,8 @@ from typing import Annotated, Final, Literal, Protocol, runtime_checkable
 
 import msgspec
 
+from device.errors import WattproofError
+
 HEADER_VERSION: Final = 1
 GENESIS_HASH: Final = "0" * 64
 
@@ -135,7 +137,7 @@ class AnchoredEvent(msgspec.Struct, frozen=True, kw_only=True):
     receipt: Receipt
 
 
-class LedgerError(Exception):
+class LedgerError(WattproofError):
     """Base of ledger errors."""
 
 

@@ -21,13 +21,15 @@ from typing import Any, Final
 import msgspec
 import rfc8785
 
+from device.errors import WattproofError
+
 LEAF_VERSION = 1
 MAX_SAFE_INT: Final = 2**53 - 1  # RFC 8785 §3.2.2.3 / I-JSON: integers beyond are not exact
 _ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")  # device.wire.ID_PATTERN
 _HEX_RE: Final = re.compile(r"(?:[0-9a-f]{2}){0,64}")
 
 
-class CanonicalError(ValueError):
+class CanonicalError(WattproofError, ValueError):
     """A value that canonical (RFC 8785) or strict (RFC 7493) JSON cannot carry exactly."""
 
 

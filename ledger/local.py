@@ -83,7 +83,7 @@ class LocalLedger:
         ``create=False`` (every read-only command): a missing ledger or key is an error, never made."""
         key_file = directory / "operator.key"
         if not create and not (directory / "ledger.jsonl").exists():
-            raise LedgerMismatch(f"no local ledger at {directory / 'ledger.jsonl'} (read-only commands never create one)")
+            raise LedgerMismatch(f"no ledger at {directory} (no ledger.jsonl there; read-only commands never create one)")
         if key_file.exists():
             key = read_private_key(key_file)
         elif not create:
@@ -99,8 +99,8 @@ class LocalLedger:
         the file, flock). Within a process ``self._lock`` orders the threads."""
         lock_path = self.path.with_name(self.path.name + ".lock")
         try:
-            fh = open(lock_path, "a+b")
-        except OSError:  # a read-only directory: nobody can be writing there
+            fh = open(lock_path, "a+b" if exclusive else "rb")  # a reader creates nothing
+        except OSError:  # a read-only directory, or no writer ever: nobody can be writing there
             yield
             return
         with fh:
@@ -185,7 +185,7 @@ class LocalLedger:
         keys the verifier pinned (base64url Ed25519), whatever key file lies beside it."""
         path = directory / "ledger.jsonl"
         if not path.exists():
-            raise LedgerMismatch(f"no local ledger at {path}")
+            raise LedgerMismatch(f"no ledger at {directory} (no ledger.jsonl there; read-only commands never create one)")
         try:
             pinned = [Ed25519PublicKey.from_public_bytes(b64url_decode(k)) for k in operator_keys]
         except ValueError as exc:

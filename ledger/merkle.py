@@ -20,6 +20,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
+from device.errors import WattproofError
+
 LEAF_PREFIX = b"\x00"
 NODE_PREFIX = b"\x01"
 EMPTY_ROOT = hashlib.sha256(b"").digest()
@@ -28,7 +30,7 @@ EMPTY_ROOT = hashlib.sha256(b"").digest()
 HASH_BYTES = 32
 
 
-class ProofError(ValueError):
+class ProofError(WattproofError, ValueError):
     """A proof request or a proof that is malformed (index out of range, wrong length...)."""
 
 

@@ -1,7 +1,10 @@
 """The native helpers (``ledger/native``, Rust: ed25519-dalek strict verification, zstd, sha2) via ctypes.
 
-Owns: finding and loading ``libwattproof_native`` (built by ``make`` into ``.cache/native``, or the file
-named by ``$WATTPROOF_NATIVE_LIB``) and its calls on numpy buffers. The two signature checks answer per
+Owns: finding and loading ``libwattproof_native`` and its calls on numpy buffers. Where it is looked for, in
+order: the file named by ``$WATTPROOF_NATIVE_LIB``; ``ledger/_native<ext suffix>`` inside the installed
+package (built by setuptools-rust when the wheel is built: setup.py); ``.cache/native`` of a source checkout
+(``ledger/native/build.sh``, run by ``make``; an editable install builds no copy into the package, so a
+rebuilt library is never shadowed by a stale one). The two signature checks answer per
 item "proven good" or "not proven" under the Ed25519 acceptance rule (``device.ed25519``; each
 signature alone, so no item's verdict depends on the others); callers decide every "not proven" item
 with their reference check (decode, RFC 8785, ``device.ed25519``), which also words the problem. The two hashing
@@ -15,22 +18,41 @@ from __future__ import annotations
 
 import ctypes
 import os
+from importlib import machinery, resources
 from pathlib import Path
 
 import numpy as np
 
 ABI_VERSION = 4  # 3: the acceptance rule (strict keys, R and S), one signature at a time; 4: frames' bytes handed back
-_REPO = Path(__file__).resolve().parents[1]
-DEFAULT_PATH = _REPO / ".cache" / "native" / "release" / "libwattproof_native.so"
+# a source checkout's build (ledger/native/build.sh); looked at only when the package holds no library
+DEFAULT_PATH = Path(__file__).resolve().parents[1] / ".cache" / "native" / "release" / "libwattproof_native.so"
 _P = ctypes.c_void_p
 _N = ctypes.c_size_t
 
 
+def packaged_path() -> Path | None:
+    """``ledger/_native<suffix>`` of the installed package (setup.py builds it there), or None."""
+    here = resources.files("ledger")
+    for suffix in machinery.EXTENSION_SUFFIXES:
+        candidate = here / f"_native{suffix}"
+        if candidate.is_file():
+            return Path(str(candidate))  # installed wheels are unpacked: a real file ctypes can open
+    return None
+
+
+def library_path() -> Path | None:
+    """The library ``LIB`` is loaded from: ``$WATTPROOF_NATIVE_LIB``, else the package's, else ``.cache/native``."""
+    env = os.environ.get("WATTPROOF_NATIVE_LIB")
+    if env:
+        return Path(env)
+    return packaged_path() or (DEFAULT_PATH if DEFAULT_PATH.is_file() else None)
+
+
 def _load() -> ctypes.CDLL | None:
-    path = os.environ.get("WATTPROOF_NATIVE_LIB") or str(DEFAULT_PATH)
-    if not Path(path).is_file():
+    path = library_path()
+    if path is None or not path.is_file():
         return None
-    lib = ctypes.CDLL(path)
+    lib = ctypes.CDLL(str(path))
     lib.wp_abi_version.restype = ctypes.c_uint32
     if lib.wp_abi_version() != ABI_VERSION:
         return None  # a stale build: `make` rebuilds it

@@ -29,13 +29,15 @@ from typing import TYPE_CHECKING, Final
 import msgspec
 import numpy as np
 
+from device.errors import WattproofError
+
 if TYPE_CHECKING:
     from device.wire import Frame
 
 FORMAT: Final = "wattproof-trust/1"
 
 
-class TrustError(ValueError):
+class TrustError(WattproofError, ValueError):
     """A trust file that cannot be used; the message names the file and what is wrong."""
 
 

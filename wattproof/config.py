@@ -19,10 +19,12 @@ from pathlib import Path
 import platformdirs
 
 
-def data_dir() -> Path:
+def data_dir(create: bool = True) -> Path:
+    """The data directory; ``create=False`` (read-only commands): only its path, nothing made."""
     env = os.environ.get("WATTPROOF_HOME")
     path = Path(env) if env else Path(platformdirs.user_data_dir("wattproof", appauthor=False))
-    path.mkdir(parents=True, exist_ok=True)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 

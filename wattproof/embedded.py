@@ -34,11 +34,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from device.errors import WattproofError
+
 if TYPE_CHECKING:
     from device.publisher import BrokerAddress
 
 
-class ServiceError(RuntimeError):
+class ServiceError(WattproofError, RuntimeError):
     """An embedded service could not be found, started or reached."""
 
 

@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from device.errors import WattproofError
 from device.wire import ID_PATTERN, TOPIC_PREFIX, is_valid_id
 
 CA_DAYS = 3650
@@ -43,7 +44,7 @@ INGEST = "ingest"  # the MQTT identity of the ingest service; reserved, never a 
 SERVICE_IDENTITIES = (INGEST,)
 
 
-class PkiError(RuntimeError):
+class PkiError(WattproofError, RuntimeError):
     """A PKI directory is missing, incomplete or asked for something it cannot do."""
 
 

@@ -29,6 +29,7 @@ import msgspec
 import psycopg
 
 from audit.claims import recheck
+from device.errors import WattproofError
 from ledger.backend import LedgerBackend, header_bytes
 
 #: The batches' anchored leaf keys, in leaf order.
@@ -74,7 +75,7 @@ def _leaf_records(conn: psycopg.Connection[Any], batch_ids: list[str]) -> Iterat
                 yield rec
 
 
-class EvidenceError(ValueError):
+class EvidenceError(WattproofError, ValueError):
     """A bundle that cannot be written (no such verdict set, a chain the ledger cannot give)."""
 
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from audit.claims.model import Certificate
 from audit.claims.schema import parse_utc_ms
+from device.errors import WattproofError
 
 HOUR_MS = 3_600_000
 INTENSITY_COLUMNS = ("region", "hour_start", "gco2e_per_kwh")
@@ -39,7 +40,7 @@ _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 _TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/\-]{0,127}")
 
 
-class InputError(ValueError):
+class InputError(WattproofError, ValueError):
     """A CSV input that cannot be used. The message starts with ``file:line:column``."""
 
 

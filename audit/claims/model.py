@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from device.errors import WattproofError
+
 HOUR_MS = 3_600_000
 
 
-class ClaimsError(ValueError):
+class ClaimsError(WattproofError, ValueError):
     """An input the claims engine cannot compute a figure from (shape, period, missing factor)."""
 
 

@@ -22,6 +22,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 import yaml
 
+from device.errors import WattproofError
+
 HOUR_MS = 3_600_000
 Id = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
 Percent = Annotated[float, msgspec.Meta(ge=0, le=100)]
@@ -30,7 +32,7 @@ Expect = Literal["SUBSTANTIATED", "OVERSTATED", "UNVERIFIABLE"]
 Method = Literal["location", "market"]
 
 
-class ClaimFileError(ValueError):
+class ClaimFileError(WattproofError, ValueError):
     """A claim file that cannot be used. The message names file, line, field path and expectation."""
 
 

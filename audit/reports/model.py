@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from device.errors import WattproofError
+
 FORMATS: Final = ("pdf", "csv", "parquet", "json")
 HOUR_MS: Final = 3_600_000
 REPORT_FORMAT: Final = "wattproof-report/1"
@@ -26,7 +28,7 @@ HOURLY_COLUMNS: Final = ("site", "hour_start", "hour_start_ms", "import_wh", "ex
                          "coverage")
 
 
-class ReportError(ValueError):
+class ReportError(WattproofError, ValueError):
     """A report that cannot be built: no sites for the organisation, a period not on whole hours, an
     output directory that is not empty, an unknown format, no key to sign with."""
 

@@ -11,6 +11,7 @@ twice), receipts (tx id, block, channel) and the ordered event stream (positions
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +40,8 @@ from ledger.backend import (
     header_hash,
 )
 from ledger.fabric.gateway import CommitError, Gateway, GatewayError, Identity, result_of
+
+log = logging.getLogger("wattproof.ledger.fabric")
 
 POSITION_STRIDE = 100_000  # > the orderer's MaxMessageCount (500): block * stride + tx index is unique
 _UNAVAILABLE = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "CANCELLED", "UNKNOWN", "INTERNAL"}
@@ -99,7 +102,12 @@ class FabricLedger:
         try:
             for attempt in Retrying(stop=stop_after_delay(self.retry_for), reraise=False,
                                     wait=wait_exponential(multiplier=0.2, max=3),
-                                    retry=retry_if_exception_type(_Retry)):
+                                    retry=retry_if_exception_type(_Retry),
+                                    before_sleep=lambda rs: log.warning(  # what is retried, and why
+                                        "anchoring %s on Fabric: attempt %d failed (%s); retrying for up to %.0f s",
+                                        header.batch_id, rs.attempt_number,
+                                        getattr(rs.outcome.exception() if rs.outcome else None, "cause", "?"),
+                                        self.retry_for)):
                 with attempt:
                     if unknown:  # a previous attempt may have committed: look before resubmitting
                         got = self._get_record(header.batch_id)

@@ -44,11 +44,13 @@ from fabric_protos.peer import (
 from google.protobuf import timestamp_pb2
 from grpc_status import rpc_status
 
+from device.errors import WattproofError
+
 # order of the P-256 group (for low-S normalisation)
 _P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 
-class GatewayError(Exception):
+class GatewayError(WattproofError):
     """A Gateway call failed. ``code`` is the gRPC status code name, ``details`` what each peer said."""
 
     def __init__(self, op: str, code: str, message: str, details: list[tuple[str, str, str]]) -> None:
@@ -63,7 +65,7 @@ class GatewayError(Exception):
         return " ".join([self.message, *(d[2] for d in self.details)])
 
 
-class CommitError(Exception):
+class CommitError(WattproofError):
     """The transaction was ordered but the peers marked it invalid (e.g. MVCC_READ_CONFLICT)."""
 
     def __init__(self, tx_id: str, code: str, block: int) -> None:

@@ -27,6 +27,8 @@ from cryptography.x509.oid import NameOID
 from fabric_protos.msp import identities_pb2
 from google.protobuf.message import DecodeError
 
+from device.errors import WattproofError
+
 P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 
@@ -64,7 +66,7 @@ class Signer:
         return f"{self.msp_id}:{cn[0].value if cn else '?'}"
 
 
-class IdentityError(ValueError):
+class IdentityError(WattproofError, ValueError):
     """An identity that does not chain to a pinned root (the message says why)."""
 
 

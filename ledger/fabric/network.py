@@ -36,6 +36,8 @@ from typing import Any
 
 import yaml
 
+from device.errors import WattproofError
+
 REPO = Path(__file__).resolve().parents[2]
 FABRIC_VERSION = "v2.5.9"
 CHANNEL = "wattproof"
@@ -47,7 +49,7 @@ DOMAIN = "wattproof.test"
 ORDERERS = 3  # Raft consenters of a new network: tolerates one stopped orderer (a majority of 3 remains)
 
 
-class FabricNetworkError(RuntimeError):
+class FabricNetworkError(WattproofError, RuntimeError):
     """The network could not be started, or a lifecycle step failed (message says which and why)."""
 
 

@@ -30,18 +30,29 @@ def parse_time_ms(text: str, option: str) -> int:
 def run(
     db: str = typer.Option(..., "--db", envvar="WATTPROOF_DB", help="PostgreSQL DSN."),
     site: str | None = typer.Option(None, "--site", help="Only this site."),
-    since: str | None = typer.Option(None, "--since", help="Incremental: only findings from this time on (ISO 8601, UTC)."),
+    start: str | None = typer.Option(None, "--from", help="Incremental: only findings from this time on (ISO 8601, UTC)."),
+    since: str | None = typer.Option(None, "--since", hidden=True, help="Old spelling of --from."),
     stl: bool = typer.Option(False, "--stl", help="Also report stl_anomaly findings (needs ≥ 2 weeks of data; opt-in)."),
     every: int | None = typer.Option(None, "--every", min=1, help="Run again every N seconds (service mode)."),
+    json_out: bool = typer.Option(False, "--json", help="One JSON object per run: new findings by kind."),
 ) -> None:
+    import json
     import time
 
     from audit.run import run_audit
+    from wattproof.progress import progress
 
-    since_ms = None if since is None else parse_time_ms(since, "--since")
+    if start is not None and since is not None:
+        raise typer.BadParameter("give --from once (--since is its old spelling)", param_hint="--from")
+    start, option = (start, "--from") if start is not None else (since, "--since")
+    since_ms = None if start is None else parse_time_ms(start, option)
     while True:
-        new = run_audit(db, site=site, since_ms=since_ms, stl=stl)
-        typer.echo(f"{sum(new.values())} new findings" + (f": {dict(sorted(new.items()))}" if new else ""))
+        with progress("audit", quiet=json_out):  # run_audit reports no steps: a spinner and the time
+            new = run_audit(db, site=site, since_ms=since_ms, stl=stl)
+        if json_out:
+            typer.echo(json.dumps({"new_findings": sum(new.values()), "by_kind": dict(sorted(new.items()))}))
+        else:
+            typer.echo(f"{sum(new.values())} new findings" + (f": {dict(sorted(new.items()))}" if new else ""))
         if every is None:
             return
         time.sleep(every)
@@ -51,10 +62,18 @@ def run(
 def score(
     truth: Path = typer.Option(..., "--truth", exists=True, dir_okay=False, help="truth.jsonl from simulate."),
     db: str = typer.Option(..., "--db", envvar="WATTPROOF_DB", help="PostgreSQL DSN."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable scores."),
 ) -> None:
     from audit.score import other_findings
     from audit.score import score as run_score
 
+    if json_out:
+        import dataclasses
+        import json
+
+        typer.echo(json.dumps({"scores": [{**dataclasses.asdict(s), "f1": s.f1} for s in run_score(db, truth)],
+                               "other_findings": [dataclasses.asdict(o) for o in other_findings(db, truth)]}))
+        return
     typer.echo(f"{'kind':22} {'truth':>5} {'found':>5} {'precision':>9} {'recall':>6} {'F1':>5}")
     for s in run_score(db, truth):
         typer.echo(f"{s.kind:22} {s.truths:5} {s.findings:5} {s.precision:9.2f} {s.recall:6.2f} {s.f1:5.2f}")

@@ -137,12 +137,17 @@ def verify_evidence_cmd(
     bundle: Path = typer.Argument(..., exists=True, file_okay=False),
     trust_file: Path | None = typer.Option(None, "--trust", envvar="WATTPROOF_TRUST", help="Trust file."),
     operator_key: list[str] = typer.Option([], "--operator-key", help="Pinned operator public key (base64url)."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable result (the exit status is the same)."),
 ) -> None:
     from audit.claims.evidence import verify_evidence
     from wattproof.commands.ledger_cmd import pinned_trust
 
     trust = pinned_trust(trust_file, operator_key, [])
     res = verify_evidence(bundle, trust.operator_keys if trust is not None else None)
+    if json_out:
+        status = "refused" if not res.ok else "verified" if res.pinned else "self-consistent only"
+        typer.echo(json.dumps({"status": status, "pinned": res.pinned, "failures": [str(f) for f in res.failures]}))
+        raise typer.Exit(1 if not res.ok else 0 if res.pinned else EXIT_UNPINNED)
     for f in res.failures:
         typer.echo(f"FAIL {f}")
     if not res.ok:
@@ -159,10 +164,14 @@ def verify_evidence_cmd(
 def score(
     claim_file: Path = typer.Argument(..., exists=True, dir_okay=False),
     db: str = typer.Option(..., "--db", envvar="WATTPROOF_DB", help="PostgreSQL DSN."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable rows (claim, expected, got, ok)."),
 ) -> None:
     from audit.claims.verdict import score_claims
 
     rows = score_claims(db, claim_file)
+    if json_out:
+        typer.echo(json.dumps({"rows": rows, "expected": sum(bool(r["ok"]) for r in rows), "total": len(rows)}))
+        raise typer.Exit(0 if all(r["ok"] for r in rows) else 1)
     for r in rows:
         typer.echo(f"{r['claim']:<28} expected {r['expected'] or '-':<14} got {r['got'] or '(no verdict)':<14} "
                    f"{'ok' if r['ok'] else 'MISMATCH'}")

@@ -67,9 +67,16 @@ def users_add(
 
 
 @users.command("list", help="The logins of a config (names and roles; never the hashes).")
-def users_list(config: Path = typer.Option(..., "--config", help=CONFIG_HELP)) -> None:
+def users_list(config: Path = typer.Option(..., "--config", help=CONFIG_HELP),
+               json_out: bool = typer.Option(False, "--json", help="Machine-readable list.")) -> None:
     from dashboard.auth import load_config
 
+    if json_out:
+        import json
+
+        typer.echo(json.dumps([{"username": u.username, "role": u.role, "name": u.name}
+                               for u in load_config(config).users.values()]))
+        return
     for u in load_config(config).users.values():
         typer.echo(f"{u.username}\t{u.role}\t{u.name}")
 

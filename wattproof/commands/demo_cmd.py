@@ -6,13 +6,13 @@ from pathlib import Path
 
 import typer
 
-SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
+from firmware_sim.scenarios import bundled_path
 
 
 def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo(
-        scenario: Path = typer.Option(SCENARIOS / "greenwash.yaml", "--scenario", help="Scenario YAML to simulate."),
+        scenario: Path = typer.Option(bundled_path("greenwash.yaml"), "--scenario", help="Scenario YAML to simulate."),
         ledger: str = typer.Option("local", "--ledger", help="local | fabric"),
         broker_kind: str | None = typer.Option(None, "--broker-kind", help="Force 'amqtt' (default: mosquitto if installed)."),
         no_dashboard: bool = typer.Option(False, "--no-dashboard", help="End after the pipeline (scripts, CI): do not "

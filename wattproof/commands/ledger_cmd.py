@@ -25,7 +25,7 @@ def open_backend(ledger: str, ledger_dir: Path | None, readonly: bool = False): 
     from ledger.local import LocalLedger
     from wattproof import config
 
-    return LocalLedger.open(ledger_dir or config.data_dir() / "ledger", create=not readonly)
+    return LocalLedger.open(ledger_dir or config.data_dir(create=not readonly) / "ledger", create=not readonly)
 
 
 def open_verifying_backend(ledger: str, ledger_dir: Path | None, trust):  # type: ignore[no-untyped-def]
@@ -35,7 +35,7 @@ def open_verifying_backend(ledger: str, ledger_dir: Path | None, trust):  # type
         from ledger.local import LocalLedger
         from wattproof import config
 
-        return LocalLedger.open_pinned(ledger_dir or config.data_dir() / "ledger", trust.operator_keys)
+        return LocalLedger.open_pinned(ledger_dir or config.data_dir(create=False) / "ledger", trust.operator_keys)
     return open_backend(ledger, ledger_dir, readonly=True)
 
 
@@ -49,18 +49,28 @@ def register(app: typer.Typer) -> None:
         grace_s: int = typer.Option(900, "--grace", min=0, help="A window is complete this long after its end."),
         site: str | None = typer.Option(None, "--site"),
         every: int | None = typer.Option(None, "--every", min=1, help="Seal again every N seconds (service mode)."),
+        json_out: bool = typer.Option(False, "--json", help="One JSON object per run: batches, readings, refused."),
     ) -> None:
+        import json
         import time
 
         from ledger.seal import seal_windows
+        from wattproof.progress import progress
 
         backend = open_backend(ledger, ledger_dir)
         while True:
             refused: list[tuple[str, int, int]] = []
-            made = seal_windows(db, backend, window_s=window_s, grace_s=grace_s, site=site, refused_out=refused)
+            with progress("seal + anchor", "windows", quiet=json_out) as update:
+                made = seal_windows(db, backend, window_s=window_s, grace_s=grace_s, site=site, refused_out=refused,
+                                    progress=update)
             readings = sum(b.header.leaf_count for b in made)
-            typer.echo(f"sealed and anchored {len(made)} batches ({readings} readings) on the {backend.name} ledger")
-            if refused:
+            if json_out:
+                typer.echo(json.dumps({"ledger": backend.name, "batches": len(made), "readings": readings,
+                                       "batch_ids": [b.header.batch_id for b in made],
+                                       "refused": [list(r) for r in refused]}))
+            else:
+                typer.echo(f"sealed and anchored {len(made)} batches ({readings} readings) on the {backend.name} ledger")
+            if refused and not json_out:
                 typer.echo(f"refused to seal {len(refused)} readings that no valid signed frame backs, e.g. "
                            f"{refused[:3]} (left unsealed; `wattproof verify` names each)", err=True)
             if every is None:
@@ -84,11 +94,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         from ledger.trust import load_trust
         from ledger.verify import summary_json, verify_all
+        from wattproof.progress import progress
 
         trust = load_trust(trust_file) if trust_file else None
-        res = verify_all(db, open_verifying_backend(ledger, ledger_dir, trust), trust, site=site,
-                         start=since.replace(tzinfo=UTC) if since else None,
-                         end=until.replace(tzinfo=UTC) if until else None)
+        backend = open_verifying_backend(ledger, ledger_dir, trust)
+        with progress("verify: replay + completeness", quiet=json_out):  # no count to show: a spinner and the time
+            res = verify_all(db, backend, trust, site=site, start=since.replace(tzinfo=UTC) if since else None,
+                             end=until.replace(tzinfo=UTC) if until else None)
         bad = [r for r in res.reports if r.status != "intact"]
         if json_out:
             typer.echo(summary_json(res).decode())
@@ -169,11 +181,20 @@ def register(app: typer.Typer) -> None:
                                                        "(base64url); repeatable; adds to --trust."),
         device_keys: list[str] | None = typer.Option(None, "--device-key", help="Pin a device public key as "
                                                      "DEVICE=BASE64URL; repeatable; adds to --trust."),
+        json_out: bool = typer.Option(False, "--json", help="Machine-readable result (the exit status is the same)."),
     ) -> None:
         from ledger.proofs import check_bundle
 
         trust = pinned_trust(trust_file, operator_keys or [], device_keys or [])
         check = check_bundle(bundle.read_bytes(), trust)
+        if json_out:
+            import json
+
+            status = "refused" if check.problems else "verified" if check.pinned else "self-consistent only"
+            typer.echo(json.dumps({"status": status, "pinned": check.pinned, "device": check.device,
+                                   "readings": check.readings, "batches": check.batches,
+                                   "problems": [str(p) for p in check.problems]}))
+            raise typer.Exit(EXIT_PROBLEMS if check.problems else EXIT_VERIFIED if check.pinned else EXIT_NOT_VERIFIED)
         for p in check.problems[:50]:
             typer.echo(f"FAIL {p}")
         if len(check.problems) > 50:

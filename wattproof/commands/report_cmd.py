@@ -41,8 +41,9 @@ def register(app: typer.Typer) -> None:
                  "and anchored on the ledger.")
     def report(
         org: str = typer.Option(..., "--org", help="Organisation id (as in its claim file)."),
-        period: str = typer.Option(..., "--period", help="FROM/TO, UTC on whole hours, TO exclusive "
-                                                         "(e.g. 2026-01-01/2027-01-01)."),
+        start: str | None = typer.Option(None, "--from", help="Period start, UTC on a whole hour (e.g. 2026-01-01)."),
+        end: str | None = typer.Option(None, "--to", help="Period end, exclusive (e.g. 2027-01-01)."),
+        period: str | None = typer.Option(None, "--period", hidden=True, help="Old spelling: FROM/TO."),
         out: Path = typer.Option(..., "--out", help="Directory to write (created; must be empty)."),
         fmt: str = typer.Option("pdf,csv,parquet,json", "--format", help="Comma-separated: pdf, csv, parquet, json."),
         claim_file: Path | None = typer.Option(None, "--claims", exists=True, dir_okay=False,
@@ -54,7 +55,11 @@ def register(app: typer.Typer) -> None:
         from audit.reports import build_report
         from wattproof.commands.ledger_cmd import open_backend
 
-        p0, p1 = parse_period(period)
+        if period is not None and (start is not None or end is not None):
+            raise typer.BadParameter("give --from/--to (or the old --period FROM/TO), not both", param_hint="--from")
+        if period is None and (start is None or end is None):
+            raise typer.BadParameter("the report's period is required: --from FROM --to TO", param_hint="--from")
+        p0, p1 = parse_period(period if period is not None else f"{start}/{end}")
         backend = open_backend(ledger, ledger_dir)
         try:
             key = _signing_key(ledger, ledger_dir) if ledger == "fabric" else None
