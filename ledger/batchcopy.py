@@ -1,13 +1,16 @@
 """Recording sealed batches in the store with one binary COPY, their leaf-key arrays built with numpy.
 
-Owns ``copy_batches``: the ``batches`` rows of a sealing run (header bytes, root, leaf keys and hashes in
+Owns ``BatchWriter``: the ``batches`` rows of a sealing run (header bytes, root, leaf keys and hashes in
 leaf order, receipt), written as PostgreSQL binary COPY (docs: "COPY — Binary Format" and ``array_send``)
 so that ten million leaf keys cost array operations, not ten million Python objects.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import struct
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -16,7 +19,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from ledger import bulk
-from ledger.backend import BatchHeader, Receipt, header_bytes, header_hash
+from ledger.backend import BatchHeader, Receipt, header_bytes
 
 _OID_TEXT, _OID_INT8, _OID_INT4 = 25, 20, 23
 
@@ -48,23 +51,39 @@ class TextArrays:
         return _array_header(_OID_TEXT, len(codes)) + body.tobytes()
 
 
-def copy_batches(conn: psycopg.Connection[Any], made: list[tuple[BatchHeader, Receipt, int, int]],
-                 cols: bulk.LeafColumns, hashes: np.ndarray, device_names: list[str]) -> None:
-    """One row per ``(header, receipt, a, b)``: the batch's leaves are ``cols``/``hashes`` rows ``a:b``."""
-    from datetime import UTC, datetime
+class BatchWriter:
+    """The ``batches`` rows of one sealing run, streamed as one binary COPY while it is open: ``write`` sends a
+    run of ``(header, receipt, a, b)`` (the batch's leaves are ``cols``/``hashes`` rows ``a:b``) as soon as it is
+    anchored, so the server stores them while later sites are still anchoring. A failure inside the ``with``
+    aborts the COPY, and the caller's transaction with it: nothing is recorded."""
 
-    texts = TextArrays(device_names)
-    with conn.cursor() as cur, cur.copy(
+    def __init__(self, conn: psycopg.Connection[Any], cols: bulk.LeafColumns, hashes: np.ndarray,
+                 device_names: list[str]) -> None:
+        self.conn, self.cols, self.hashes = conn, cols, hashes
+        self.texts = TextArrays(device_names)
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> BatchWriter:
+        cur = self._stack.enter_context(self.conn.cursor())
+        self._cp = self._stack.enter_context(cur.copy(
             "COPY batches (batch_id, site_id, kind, amends, window_start, window_end, leaf_count, root, header, "
-            "header_hash, leaf_devices, leaf_seqs, leaf_idxs, leaf_hashes, receipt) FROM STDIN (FORMAT BINARY)") as cp:
+            "header_hash, leaf_devices, leaf_seqs, leaf_idxs, leaf_hashes, receipt) FROM STDIN (FORMAT BINARY)"))
         # the array columns are sent as their binary encodings: declared bytea so psycopg passes them through
-        cp.set_types(["text", "text", "text", "text", "timestamptz", "timestamptz", "int4", "bytea", "bytea", "bytea",
-                      "bytea", "bytea", "bytea", "bytea", "jsonb"])
+        self._cp.set_types(["text", "text", "text", "text", "timestamptz", "timestamptz", "int4", "bytea", "bytea",
+                            "bytea", "bytea", "bytea", "bytea", "bytea", "jsonb"])
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.__exit__(*exc)
+
+    def write(self, made: list[tuple[BatchHeader, Receipt, int, int]]) -> None:
+        cols, hashes = self.cols, self.hashes
         for header, receipt, a, b in made:
-            cp.write_row((
+            hb = header_bytes(header)
+            self._cp.write_row((
                 header.batch_id, header.site, header.kind, header.amends,
                 datetime.fromtimestamp(header.window_start_ms / 1000, UTC),
                 datetime.fromtimestamp(header.window_end_ms / 1000, UTC), b - a, bytes.fromhex(header.root),
-                header_bytes(header), bytes.fromhex(header_hash(header)), texts.array(cols.device[a:b]),
+                hb, hashlib.sha256(hb).digest(), self.texts.array(cols.device[a:b]),
                 int_array(cols.seq[a:b], _OID_INT8), int_array(cols.idx[a:b], _OID_INT4),
                 np.ascontiguousarray(hashes[a:b]).tobytes(), Jsonb(msgspec.to_builtins(receipt))))

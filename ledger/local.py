@@ -46,8 +46,19 @@ from ledger.canonical import loads_strict
 GENESIS_RECORD = "0" * 64
 
 
+_HEX64 = frozenset("0123456789abcdef")
+_sorted_json = msgspec.json.Encoder(order="sorted")
+
+
 def _record_hash(position: int, hh: str, prev: str) -> str:
-    return hashlib.sha256(rfc8785.dumps({"position": position, "header_hash": hh, "prev_record": prev})).hexdigest()
+    """SHA-256 of the RFC 8785 bytes of ``{header_hash, position, prev_record}``. For the shape every record has
+    (two lowercase hex digests, a position below 2^53) those bytes are msgspec's sorted compact JSON, which is
+    several times faster than the general encoder; anything else goes through ``rfc8785``."""
+    record = {"header_hash": hh, "position": position, "prev_record": prev}
+    if (type(position) is int and 0 <= position < 2**53 and len(hh) == 64 and len(prev) == 64
+            and _HEX64.issuperset(hh) and _HEX64.issuperset(prev)):
+        return hashlib.sha256(_sorted_json.encode(record)).hexdigest()
+    return hashlib.sha256(rfc8785.dumps(record)).hexdigest()
 
 
 class LocalLedger:
@@ -259,8 +270,9 @@ class LocalLedger:
             ids: set[str] = set()
             checked = []
             for header in headers:
-                try:
-                    header = decode_header(header_bytes(header))
+                try:  # its canonical bytes once: checked, hashed and recorded as they are
+                    hb = header_bytes(header)
+                    header = decode_header(hb)
                 except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as exc:
                     raise InvalidHeader(f"batch {header.batch_id!r}: {exc}") from None
                 if header.batch_id in self._by_id or header.batch_id in ids:
@@ -270,15 +282,15 @@ class LocalLedger:
                     raise ChainBroken(f"batch {header.batch_id}: prev_hash {header.prev_hash[:12]}… is not the head "
                                       f"{head[:12]}… of site {header.site}")
                 ids.add(header.batch_id)
-                heads[header.site] = header_hash(header)
-                checked.append(header)
+                hh = hashlib.sha256(hb).hexdigest()
+                heads[header.site] = hh
+                checked.append((header, hb, hh))
             if self.key is None:
                 raise LedgerMismatch(f"{self.path} is open for verification only: it cannot anchor")
             recs, last, now = [], self._last_record, int(time.time() * 1000)
-            for i, header in enumerate(checked):
-                hh = header_hash(header)
+            for i, (_, hb, hh) in enumerate(checked):
                 rh = _record_hash(len(self._records) + i, hh, last)
-                recs.append({"position": len(self._records) + i, "header": header_bytes(header).decode(),
+                recs.append({"position": len(self._records) + i, "header": hb.decode(),
                              "header_hash": hh, "prev_record": last, "record_hash": rh,
                              "sig": b64url(self.key.sign(bytes.fromhex(rh))), "anchored_ms": now})
                 last = rh
@@ -289,7 +301,7 @@ class LocalLedger:
                 os.fsync(fh.fileno())
             self._offset += len(blob)
             out = []
-            for rec, header in zip(recs, checked, strict=True):
+            for rec, (header, _, _) in zip(recs, checked, strict=True):
                 receipt = self._receipt(rec, header)
                 self._index(header, receipt)
                 out.append(receipt)

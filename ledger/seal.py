@@ -262,22 +262,28 @@ def _seal_backed(conn: psycopg.Connection[Any], backend: LedgerBackend, q: Any, 
                 count[0] += n
                 progress(count[0], len(groups))
 
-    site_list = sorted(by_site)
-    if max_workers <= 1 or len(site_list) <= 1:
-        anchored = [x for sc in site_list for x in chain(sc)]
-    else:
-        with ThreadPoolExecutor(min(max_workers, len(site_list)), thread_name_prefix="seal") as pool:
-            anchored = [x for f in [pool.submit(chain, sc) for sc in site_list] for x in f.result()]
-    anchored.sort(key=lambda t: t[0])
-    from ledger.batchcopy import copy_batches
+    from ledger.batchcopy import BatchWriter
 
+    site_list = sorted(by_site)
+    anchored: list[tuple[int, BatchHeader, Receipt]] = []
+    with BatchWriter(conn, cols, hashes, q.devices) as out:
+        def record(chained: list[tuple[int, BatchHeader, Receipt]]) -> None:
+            anchored.extend(chained)
+            out.write([(header, receipt, groups[g][2], groups[g][3]) for g, header, receipt in chained])
+
+        if max_workers <= 1 or len(site_list) <= 1:
+            for sc in site_list:
+                record(chain(sc))
+        else:  # each site's rows stream to the server as soon as its chain is anchored, while others anchor
+            with ThreadPoolExecutor(min(max_workers, len(site_list)), thread_name_prefix="seal") as pool:
+                for f in [pool.submit(chain, sc) for sc in site_list]:
+                    record(f.result())
+    anchored.sort(key=lambda t: t[0])
     made = []
-    for g, header, receipt in anchored:
-        sc, w, a, b = groups[g]
-        made.append((header, receipt, a, b))
-    copy_batches(conn, made, cols, hashes, q.devices)
-    return [SealedBatch(h, (q.devices, cols.device[a:b], cols.seq[a:b], cols.idx[a:b]), hashes[a:b])
-            for h, _, a, b in made]
+    for g, header, _ in anchored:
+        a, b = groups[g][2], groups[g][3]
+        made.append(SealedBatch(header, (q.devices, cols.device[a:b], cols.seq[a:b], cols.idx[a:b]), hashes[a:b]))
+    return made
 
 
 def _fast_toast(conn: psycopg.Connection[Any]) -> None:

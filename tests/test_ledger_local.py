@@ -8,6 +8,8 @@ from pathlib import Path
 import psycopg
 import pytest
 import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from firmware_sim.sim import simulate
 from ingest.pipeline import ingest_payloads
@@ -438,3 +440,27 @@ def test_a_forged_signature_deep_in_a_long_ledger_is_named_by_its_line_on_open(t
     path.write_bytes(b"".join(lines))
     with pytest.raises(LedgerMismatch, match=r"ledger.jsonl:80: operator signature does not verify"):
         LocalLedger.open(tmp_path, create=False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(-5, 2**53 + 5), st.one_of(st.text(alphabet="0123456789abcdef", min_size=64, max_size=64),
+                                         st.text(alphabet="0123456789abcdefABCDEF\"\\\u2028é", max_size=70)),
+       st.text(alphabet="0123456789abcdef", min_size=64, max_size=64))
+def test_the_record_hash_is_sha256_of_the_rfc8785_record_whatever_its_values(position: int, hh: str, prev: str) -> None:
+    import hashlib
+
+    import rfc8785
+
+    from ledger.local import _record_hash
+
+    def outcome(f, *args):  # type: ignore[no-untyped-def]
+        try:
+            return f(*args)
+        except Exception as exc:  # noqa: BLE001 — the same refusal on both sides counts as agreement
+            return type(exc)
+
+    def reference(position: int, hh: str, prev: str) -> str:
+        return hashlib.sha256(rfc8785.dumps({"position": position, "header_hash": hh, "prev_record": prev})).hexdigest()
+
+    for a, b in ((hh, prev), (prev, hh)):
+        assert outcome(_record_hash, position, a, b) == outcome(reference, position, a, b)
