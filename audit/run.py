@@ -13,6 +13,7 @@ import multiprocessing as mp
 import os
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -174,7 +175,8 @@ def default_workers() -> int:
 
 
 def run_audit(dsn: str, site: str | None = None, th: Thresholds = Thresholds(), since_ms: int | None = None,
-              stl: bool = False, workers: int | None = None) -> Counter[str]:
+              stl: bool = False, workers: int | None = None,
+              progress: Callable[[int, int], None] | None = None) -> Counter[str]:
     """Audit every device (of ``site``); return the number of *new* findings by kind.
 
     ``since_ms``: incremental run — load readings from a little before it and keep only findings
@@ -182,6 +184,7 @@ def run_audit(dsn: str, site: str | None = None, th: Thresholds = Thresholds(), 
     ``stl``: also report ``stl_anomaly`` (opt-in; see docs/audit.md).
     ``workers``: processes auditing devices in parallel (default ``default_workers()``; 1 = in this
     process). The findings do not depend on it: results are gathered in device order.
+    ``progress(done, total)``: devices audited so far.
     """
     run_id = uuid.uuid4().hex[:12]
     found: list[Finding] = []
@@ -197,12 +200,18 @@ def run_audit(dsn: str, site: str | None = None, th: Thresholds = Thresholds(), 
             raise AuditError(f"unknown site {site!r} (no devices registered there)")
         devices = [_Device(r[0], r[1], r[2], float(r[3]), r[4], r[5]) for r in rows]
         n = min(workers or default_workers(), len(devices))
+        tick = progress or (lambda done, total: None)
+        results = []
         if n <= 1:
-            results = [audit_device(conn, d, lo, th, stl) for d in devices]
+            for d in devices:
+                results.append(audit_device(conn, d, lo, th, stl))
+                tick(len(results), len(devices))
         else:
             ctx = mp.get_context("fork")  # workers inherit the imported modules and Numba's loaded kernels
             with ProcessPoolExecutor(n, mp_context=ctx, initializer=_worker_init, initargs=(dsn, lo, th, stl)) as pool:
-                results = list(pool.map(_worker_audit, devices))
+                for res in pool.map(_worker_audit, devices):  # in device order, as they finish
+                    results.append(res)
+                    tick(len(results), len(devices))
         for d, res in zip(devices, results, strict=True):
             found += res.findings
             for ch, energy, covered in res.hours:

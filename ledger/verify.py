@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -186,24 +187,30 @@ class VerifyResult:
         return "verified" if self.pinned else "self-consistent only (no trust pinned): not verified"
 
 
+#: the steps ``verify_all`` reports to ``progress``: keys, frames and completeness, the replay, the ledger's own
+VERIFY_STEPS = 4
+
+
 def verify_all(dsn: str, backend: LedgerBackend, trust: Any = None, site: str | None = None,
-               start: datetime | None = None, end: datetime | None = None) -> VerifyResult:
+               start: datetime | None = None, end: datetime | None = None,
+               progress: Callable[[int, int], None] | None = None) -> VerifyResult:
     """The whole check: the replay of every batch in scope (with the pinned device keys) and the
-    completeness checks of ``ledger.complete`` (readings ↔ frames ↔ batches ↔ ledger, keys ↔ trust)."""
+    completeness checks of ``ledger.complete`` (readings ↔ frames ↔ batches ↔ ledger, keys ↔ trust).
+    ``progress(done, VERIFY_STEPS)`` after each step."""
     from ledger.bulk import reusing_freed_memory
 
     gc_was_on = gc.isenabled()
     gc.disable()  # millions of short-lived objects and no cycles: the collector only costs time here
     try:
         with reusing_freed_memory():  # large columns come and go: reuse their pages
-            return _verify_all(dsn, backend, trust, site, start, end)
+            return _verify_all(dsn, backend, trust, site, start, end, progress or (lambda done, total: None))
     finally:
         if gc_was_on:
             gc.enable()
 
 
 def _verify_all(dsn: str, backend: LedgerBackend, trust: Any, site: str | None, start: datetime | None,
-                end: datetime | None) -> VerifyResult:
+                end: datetime | None, progress: Callable[[int, int], None]) -> VerifyResult:
     from ledger import complete, replay
     from ledger.replay import read_snapshot
 
@@ -212,6 +219,7 @@ def _verify_all(dsn: str, backend: LedgerBackend, trust: Any, site: str | None, 
     # pass loaded (a whole-store verify)
     with read_snapshot(dsn) as (conn, snap):
         keys, _ = complete.device_keys(conn, trust, site)
+        progress(1, VERIFY_STEPS)
         shared: dict[str, Any] = {}
         started: list[Any] = []
 
@@ -222,6 +230,7 @@ def _verify_all(dsn: str, backend: LedgerBackend, trust: Any, site: str | None, 
 
         comp = complete.check(dsn, backend, trust, site, start, end, snapshot=snap, shared=shared,
                               between=replay_meanwhile if full else None)
+        progress(2, VERIFY_STEPS)
         # a reading the replay finds in a sealed window but in no batch is a problem only if no valid signed frame
         # holds it: signed late readings are pending (the next `anchor` seals them as an amendment)
         if started:
@@ -230,6 +239,7 @@ def _verify_all(dsn: str, backend: LedgerBackend, trust: Any, site: str | None, 
             reports = verify(dsn, backend, site, start, end, keys=keys, pending=set(comp.pending),
                              frame_bad=comp.frame_bad if full else None, snapshot=snap, shared=shared)
         shared.clear()  # the loaded columns are not needed any more
+    progress(3, VERIFY_STEPS)
     pinned = trust is not None
     if backend.name == "fabric":
         # the peers' answers are claims too: each batch's block, endorsements and orderer signature are checked
@@ -241,6 +251,7 @@ def _verify_all(dsn: str, backend: LedgerBackend, trust: Any, site: str | None, 
         from ledger.verdict_sets import check_report_manifests, check_verdict_sets
 
         comp.problems += check_verdict_sets(dsn, backend) + check_report_manifests(dsn, backend)
+    progress(VERIFY_STEPS, VERIFY_STEPS)
     return VerifyResult(reports, comp.problems, comp.pending, pinned, comp.readings, comp.frames)
 
 

@@ -93,9 +93,14 @@ def test_findings_do_not_depend_on_the_number_of_workers(store_db: str, tmp_path
             conn.execute("DELETE FROM findings")
         return rows
 
-    one = run_audit(store_db, workers=1)
+    ticks: dict[int, list[tuple[int, int]]] = {1: [], 2: []}
+    one = run_audit(store_db, workers=1, progress=lambda d, t: ticks[1].append((d, t)))
     by_one = findings()
-    assert run_audit(store_db, workers=2) == one and findings() == by_one and by_one
+    assert run_audit(store_db, workers=2, progress=lambda d, t: ticks[2].append((d, t))) == one
+    assert findings() == by_one and by_one
+    with psycopg.connect(store_db) as conn:
+        n = conn.execute("SELECT count(*) FROM devices").fetchone()[0]  # type: ignore[index]
+    assert ticks[1] == ticks[2] == [(k, n) for k in range(1, n + 1)]  # progress: every device once, in order
 
 
 def test_out_of_order_and_duplicate_timestamps_are_findings_and_clean_series_give_none() -> None:

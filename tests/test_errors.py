@@ -238,3 +238,15 @@ def test_audit_run_takes_from_and_still_the_old_since(store_db: str, tmp_path: P
         assert res.returncode == 0 and json.loads(res.stdout)["new_findings"] == 0, res.stderr
     help_text = cli(tmp_path / "home", "audit", "run", "--help").stdout
     assert "--from" in help_text and "--since" not in help_text
+
+
+def test_verify_reports_each_of_its_steps_in_order(store_db: str, tmp_path: Path) -> None:
+    """The progress of `wattproof verify` counts real steps: each reported once, in order, the last one at the end."""
+    from ledger.local import LocalLedger
+    from ledger.verify import VERIFY_STEPS, verify_all
+
+    led = LocalLedger.open(tmp_path / "ledger")
+    seen: list[tuple[int, int]] = []
+    res = verify_all(store_db, led, None, progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(k, VERIFY_STEPS) for k in range(1, VERIFY_STEPS + 1)]
+    assert res.reports == []

@@ -47,8 +47,8 @@ def run(
     start, option = (start, "--from") if start is not None else (since, "--since")
     since_ms = None if start is None else parse_time_ms(start, option)
     while True:
-        with progress("audit", quiet=json_out):  # run_audit reports no steps: a spinner and the time
-            new = run_audit(db, site=site, since_ms=since_ms, stl=stl)
+        with progress("audit", "devices", quiet=json_out) as update:
+            new = run_audit(db, site=site, since_ms=since_ms, stl=stl, progress=update)
         if json_out:
             typer.echo(json.dumps({"new_findings": sum(new.values()), "by_kind": dict(sorted(new.items()))}))
         else:

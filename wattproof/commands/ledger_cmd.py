@@ -98,9 +98,9 @@ def register(app: typer.Typer) -> None:
 
         trust = load_trust(trust_file) if trust_file else None
         backend = open_verifying_backend(ledger, ledger_dir, trust)
-        with progress("verify: replay + completeness", quiet=json_out):  # no count to show: a spinner and the time
+        with progress("verify: keys, frames + completeness, replay, ledger", "steps", quiet=json_out) as update:
             res = verify_all(db, backend, trust, site=site, start=since.replace(tzinfo=UTC) if since else None,
-                             end=until.replace(tzinfo=UTC) if until else None)
+                             end=until.replace(tzinfo=UTC) if until else None, progress=update)
         bad = [r for r in res.reports if r.status != "intact"]
         if json_out:
             typer.echo(summary_json(res).decode())
