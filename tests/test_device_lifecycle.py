@@ -4,6 +4,7 @@ frame against the key valid at its signed sent_ms, taken from the pinned trust f
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -294,6 +295,12 @@ def test_rotate_and_revoke_errors_are_one_clear_line(store_db: str, tmp_path: Pa
     assert "already revoked" in fails("device", "revoke", "--device", DEVICE, "--db", store_db)
     assert "revoked" in fails("device", "rotate-key", "--device", DEVICE, "--public-key", new, "--db", store_db)
     assert q(store_db, "SELECT count(*) FROM device_keys") == [(1,)]  # nothing changed by a refused command
+    listed = cli(home, "device", "list", "--db", store_db, "--json")  # what a script reads: the registry's state
+    assert listed.returncode == 0, listed.stderr
+    (dev,) = json.loads(listed.stdout)
+    ((revoked_at,),) = q(store_db, "SELECT revoked_at_ms FROM devices")
+    assert dev["device"] == DEVICE and dev["revoked_at_ms"] == revoked_at
+    assert dev["keys"] == [{"key": public_key_b64(OLD), "from_ms": None, "until_ms": revoked_at}]  # closed by the revocation
 
 
 def test_a_store_from_before_the_key_history_is_upgraded_with_each_devices_key_valid_at_every_time(

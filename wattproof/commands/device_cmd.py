@@ -70,10 +70,37 @@ def provision(
 
 
 @app.command("list")
-def list_devices() -> None:
-    """List the devices in the file registry."""
-    for rec in FileRegistry(config.registry_path()).load().values():
-        typer.echo(f"{rec.site}\t{rec.device}\t{rec.kind}\t{rec.rated_power_w} W\t{rec.public_key}")
+def list_devices(
+        db: str | None = typer.Option(None, "--db", help="List the database registry (key history, revocations) "
+                                      "instead of the local file registry."),
+        json_out: bool = typer.Option(False, "--json", help="One JSON document: a list of devices."),
+) -> None:
+    """List the devices in the file registry, or with --db in the database's registry."""
+    rows: list[dict[str, object]] = []
+    if db:
+        import psycopg
+
+        from ingest.registry import load_devices
+
+        with psycopg.connect(db) as conn:
+            devices = load_devices(conn)
+        for d in sorted(devices.values(), key=lambda d: (d.site, d.device)):
+            rows.append({"site": d.site, "device": d.device, "kind": d.kind, "rated_power_w": d.rated_power_w,
+                         "public_key": d.public_key, "active": d.active, "revoked_at_ms": d.revoked_at_ms,
+                         "keys": [{"key": k, "from_ms": lo, "until_ms": hi} for k, lo, hi in d.keys]})
+    else:
+        for rec in FileRegistry(config.registry_path()).load().values():
+            rows.append({"site": rec.site, "device": rec.device, "kind": rec.kind, "rated_power_w": rec.rated_power_w,
+                         "public_key": rec.public_key, "active": rec.active})
+    if json_out:
+        import json
+
+        typer.echo(json.dumps(rows))
+        return
+    for r in rows:
+        state = "" if r.get("revoked_at_ms") is None else f"\trevoked {_when(int(r['revoked_at_ms']))}"  # type: ignore[call-overload]
+        keys = f"\t{len(r['keys'])} keys" if len(r.get("keys") or []) > 1 else ""  # type: ignore[arg-type]
+        typer.echo(f"{r['site']}\t{r['device']}\t{r['kind']}\t{r['rated_power_w']} W\t{r['public_key']}{keys}{state}")
 
 
 def _when(ms: int) -> str:
