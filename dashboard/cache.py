@@ -1,5 +1,6 @@
 """Cached reads for the pages: ``st.cache_data`` over ``dashboard.queries`` (and ``st.cache_resource``
-for the ledger and the trust, reopened when their files change).
+for the ledger and the trust: the trust reloaded when its file changes, a local ledger opened once per
+process and then reading only what is appended to its file).
 
 Owns: the caching policy only — every function here calls one query function with the same
 arguments. Results live ``TTL_S`` seconds, so a page re-rendered or revisited within that time does
@@ -9,6 +10,9 @@ Must not: hold SQL or page code.
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -58,9 +62,17 @@ def finding_facets(dsn: str) -> dict[str, Any]:
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
 def findings(dsn: str, kinds: tuple[str, ...] | None, severities: tuple[str, ...] | None,
-             site_ids: tuple[str, ...] | None, start: datetime | None, end: datetime | None) -> pd.DataFrame:
+             site_ids: tuple[str, ...] | None, start: datetime | None, end: datetime | None,
+             limit: int = 10_000) -> pd.DataFrame:
     return q.findings(dsn, list(kinds) if kinds else None, list(severities) if severities else None,
-                      list(site_ids) if site_ids else None, start, end)
+                      list(site_ids) if site_ids else None, start, end, limit)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def findings_count(dsn: str, kinds: tuple[str, ...] | None, severities: tuple[str, ...] | None,
+                   site_ids: tuple[str, ...] | None, start: datetime | None, end: datetime | None) -> int:
+    return q.findings_count(dsn, list(kinds) if kinds else None, list(severities) if severities else None,
+                            list(site_ids) if site_ids else None, start, end)
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
@@ -143,9 +155,79 @@ def _ledger(kind: str, path: str, trust_path: str | None, mtime: float, trust_mt
     return q.open_ledger(kind, Path(path), trust(Path(trust_path)) if trust_path else None)
 
 
+class _LocalLedgerWatch:
+    """A local ledger opened once per dashboard process, kept in step with its file.
+
+    Opening a year's ledger checks ~220k record signatures (10–20 s): doing that again whenever the file
+    changes would make the first Ledger visitor after every hourly seal wait as long. So when the file only
+    grew — the same file, and its bytes already checked unchanged (SHA-256 of that prefix, compared) — only
+    the appended records are read and checked (chain and signatures, ``LocalLedger._load``); any other
+    change (rewritten, truncated, replaced) opens and checks it all again, which refuses a tampered file.
+    A refusal is not remembered as good: the next call tries again from scratch."""
+
+    def __init__(self, path: Path, trust_path: Path | None) -> None:
+        self.dir, self.file, self.trust_path = path, path / "ledger.jsonl", trust_path
+        self.lock = threading.Lock()
+        self.backend: Any = None
+        self.state: tuple[int, int, int, int] | None = None  # (dev, inode, size, mtime_ns) last seen
+        self.checked = 0  # bytes of the file the backend has read and checked
+        self.digest = hashlib.sha256()  # of those bytes
+
+    def current(self) -> Any:
+        with self.lock:
+            try:
+                st_ = self.file.stat()
+                state = (st_.st_dev, st_.st_ino, st_.st_size, st_.st_mtime_ns)
+            except OSError:
+                state = None
+            if self.backend is not None and state is not None and state == self.state:
+                return self.backend
+            try:
+                if (self.backend is not None and state is not None and self.state is not None
+                        and state[:2] == self.state[:2] and state[2] >= self.checked and self._prefix_unchanged()):
+                    self.backend._load()  # noqa: SLF001 - reads and checks only what was appended since
+                else:
+                    self.backend, self.checked, self.digest = None, 0, hashlib.sha256()
+                    self.backend = q.open_ledger("local", self.dir, trust(self.trust_path))
+                self._extend_digest(self.backend._offset)  # noqa: SLF001 - the bytes it has checked
+            except BaseException:
+                self.backend, self.state = None, None
+                raise
+            self.state = state
+            return self.backend
+
+    def _read(self, start: int, end: int) -> Iterator[bytes]:
+        with open(self.file, "rb") as fh:
+            fh.seek(start)
+            while start < end:
+                chunk = fh.read(min(1 << 22, end - start))
+                if not chunk:
+                    return
+                start += len(chunk)
+                yield chunk
+
+    def _prefix_unchanged(self) -> bool:
+        h = hashlib.sha256()
+        for chunk in self._read(0, self.checked):
+            h.update(chunk)
+        return h.digest() == self.digest.digest()
+
+    def _extend_digest(self, upto: int) -> None:
+        for chunk in self._read(self.checked, upto):
+            self.digest.update(chunk)
+            self.checked += len(chunk)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _local_ledger(path: str, trust_path: str | None, trust_mtime: float) -> _LocalLedgerWatch:
+    return _LocalLedgerWatch(Path(path), Path(trust_path) if trust_path else None)
+
+
 def ledger(kind: str, path: Path | None, trust_path: Path | None) -> Any:
-    """The ledger opened as a verifier (reopened when its file changes: new anchors are seen)."""
+    """The ledger opened as a verifier: a local one once per process and kept in step with its file (new
+    anchors are seen; see ``_LocalLedgerWatch``), a Fabric profile reopened when its file changes."""
     if path is None:
         return q.open_ledger(kind, None, None)  # raises: no ledger configured
-    watched = path / "ledger.jsonl" if kind == "local" else path
-    return _ledger(kind, str(path), str(trust_path) if trust_path else None, _mtime(watched), _mtime(trust_path))
+    if kind == "local":
+        return _local_ledger(str(path), str(trust_path) if trust_path else None, _mtime(trust_path)).current()
+    return _ledger(kind, str(path), str(trust_path) if trust_path else None, _mtime(path), _mtime(trust_path))

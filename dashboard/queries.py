@@ -125,21 +125,37 @@ def finding_facets(dsn: str) -> dict[str, Any]:
     return {"kinds": kinds, "severities": sev, "sites": site_ids, "start": lo, "end": hi}
 
 
+_FINDINGS_WHERE = """
+    WHERE (%(k)s::text[] IS NULL OR kind = ANY(%(k)s)) AND (%(v)s::text[] IS NULL OR severity = ANY(%(v)s))
+      AND (%(s)s::text[] IS NULL OR site_id = ANY(%(s)s))
+      AND (%(a)s::timestamptz IS NULL OR end_ts > %(a)s) AND (%(b)s::timestamptz IS NULL OR start_ts < %(b)s)"""
+
+
 def findings(dsn: str, kinds: list[str] | None = None, severities: list[str] | None = None,
              site_ids: list[str] | None = None, start: datetime | None = None, end: datetime | None = None,
              limit: int = 10_000) -> pd.DataFrame:
-    """Findings overlapping [start, end) of the given kinds, severities and sites (None: any)."""
+    """The newest ``limit`` findings overlapping [start, end) of the given kinds, severities and sites (None:
+    any), oldest first (``findings_count`` says how many match in all)."""
     with connect(dsn) as conn:
-        df = _df(conn, """
-            SELECT id, site_id, device_id, kind, severity, start_ts, end_ts, detector, detector_version,
-                   evidence::text AS evidence
-            FROM findings
-            WHERE (%(k)s::text[] IS NULL OR kind = ANY(%(k)s)) AND (%(v)s::text[] IS NULL OR severity = ANY(%(v)s))
-              AND (%(s)s::text[] IS NULL OR site_id = ANY(%(s)s))
-              AND (%(a)s::timestamptz IS NULL OR end_ts > %(a)s) AND (%(b)s::timestamptz IS NULL OR start_ts < %(b)s)
-            ORDER BY start_ts, site_id, device_id, kind LIMIT %(n)s""",
+        df = _df(conn, f"""
+            SELECT * FROM (
+                SELECT id, site_id, device_id, kind, severity, start_ts, end_ts, detector, detector_version,
+                       evidence::text AS evidence
+                FROM findings {_FINDINGS_WHERE}
+                ORDER BY start_ts DESC, site_id DESC, device_id DESC, kind DESC LIMIT %(n)s) newest
+            ORDER BY start_ts, site_id, device_id, kind""",
                  {"k": kinds, "v": severities, "s": site_ids, "a": start, "b": end, "n": limit})
     return df
+
+
+def findings_count(dsn: str, kinds: list[str] | None = None, severities: list[str] | None = None,
+                   site_ids: list[str] | None = None, start: datetime | None = None,
+                   end: datetime | None = None) -> int:
+    """How many findings ``findings`` would list without its limit."""
+    with connect(dsn) as conn:
+        row = conn.execute(f"SELECT count(*) FROM findings {_FINDINGS_WHERE}",
+                           {"k": kinds, "v": severities, "s": site_ids, "a": start, "b": end}).fetchone()
+    return int(row[0]) if row else 0
 
 
 def findings_summary(dsn: str) -> pd.DataFrame:

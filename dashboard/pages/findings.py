@@ -1,5 +1,5 @@
-"""Findings: filter by kind, severity, site and period; drill down to a finding's readings and the
-signed frames they came in."""
+"""Findings: filter by kind, severity, site and period (the newest ``SHOWN`` matching are listed, with how
+many match in all); drill down to a finding's readings and the signed frames they came in."""
 
 import json
 from datetime import UTC, datetime, timedelta
@@ -9,6 +9,10 @@ import streamlit as st
 
 from dashboard import cache
 from dashboard.common import guard
+
+# A year of a large fleet holds tens of thousands of findings: the page lists the newest SHOWN of those matching
+# the filters (a timeline of 10,000 bars and a box of 10,000 choices took seconds to draw in the browser).
+SHOWN = 1_000
 
 s = guard("findings")
 st.title("Findings")
@@ -27,8 +31,11 @@ start = end = None
 if isinstance(period, tuple | list) and len(period) == 2:
     start = datetime(period[0].year, period[0].month, period[0].day, tzinfo=UTC)
     end = datetime(period[1].year, period[1].month, period[1].day, tzinfo=UTC) + timedelta(days=1)
-df = cache.findings(s.dsn, tuple(kinds) or None, tuple(sevs) or None, tuple(site_ids) or None, start, end)
-st.caption(f"{len(df)} finding(s)")
+filters = (tuple(kinds) or None, tuple(sevs) or None, tuple(site_ids) or None, start, end)
+df = cache.findings(s.dsn, *filters, SHOWN)
+total = cache.findings_count(s.dsn, *filters) if len(df) >= SHOWN else len(df)
+st.caption(f"{total:,} finding(s)" + (f"; the newest {len(df):,} are shown: narrow the kind, severity, site or "
+                                     "period to see the others" if total > len(df) else ""))
 if df.empty:
     st.stop()
 timeline = df.assign(device=df["device_id"].fillna(df["site_id"]))
