@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import rfc8785
@@ -59,6 +60,34 @@ def _record_hash(position: int, hh: str, prev: str) -> str:
             and _HEX64.issuperset(hh) and _HEX64.issuperset(prev)):
         return hashlib.sha256(_sorted_json.encode(record)).hexdigest()
     return hashlib.sha256(rfc8785.dumps(record)).hexdigest()
+
+
+class _Record(msgspec.Struct, forbid_unknown_fields=True):
+    """A ledger line as this module writes it (``json.dumps(rec, sort_keys=True, separators=(",", ":"))``)."""
+
+    anchored_ms: int
+    header: str
+    header_hash: str
+    position: int
+    prev_record: str
+    record_hash: str
+    sig: str
+
+
+_record_decoder = msgspec.json.Decoder(_Record)
+
+
+def _parse_record(line: bytes) -> dict[str, Any]:
+    """One ledger line, read one way: a line that is exactly the sorted compact encoding of what it decodes to
+    (every line this module writes: ASCII members and values) is taken from the fast typed decode; any other
+    spelling (older lines, escapes, duplicate members) goes through ``loads_strict``, as every line once did."""
+    try:
+        rec = _record_decoder.decode(line)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return loads_strict(line)
+    if _sorted_json.encode(rec) != line:
+        return loads_strict(line)
+    return msgspec.structs.asdict(rec)
 
 
 class LocalLedger:
@@ -139,9 +168,10 @@ class LocalLedger:
         pos, last = len(self._records), self._last_record
         for lineno, line in enumerate(data.splitlines(), len(self._records) + 1):
             try:
-                rec = loads_strict(line)
-                header = decode_header(rec["header"].encode())
-                hh = header_hash(header)
+                rec = _parse_record(line)
+                hb = rec["header"].encode()
+                header = decode_header(hb)  # the header whose canonical bytes are exactly hb: its hash is theirs
+                hh = hashlib.sha256(hb).hexdigest()
                 ok = (rec["position"] == pos and rec["header_hash"] == hh and rec["prev_record"] == last
                       and rec["record_hash"] == _record_hash(rec["position"], hh, rec["prev_record"]))
                 sig, rh = b64url_decode(rec["sig"]), bytes.fromhex(rec["record_hash"])

@@ -72,6 +72,30 @@ def test_an_edited_or_truncated_ledger_file_is_detected(tmp_path: Path) -> None:
         LocalLedger.open(tmp_path)
 
 
+def test_a_ledger_line_is_read_one_way_whatever_its_spelling(tmp_path: Path) -> None:
+    """Lines as the ledger writes them take the fast typed decode; any other spelling of the same record (key
+    order, spaces) is read by the strict parser and gives the same ledger; a duplicate member is refused, so no
+    line can mean one thing to one reader and another thing to the next."""
+    led = LocalLedger.open(tmp_path)
+    prev = GENESIS_HASH
+    for n in range(3):
+        prev = led.anchor(header("a", n, prev)).header_hash
+    path = tmp_path / "ledger.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    rec = json.loads(lines[1])
+    respelled = (json.dumps(dict(reversed(list(rec.items()))), indent=None) + "\n").encode()  # same record, other order
+    assert respelled != lines[1]
+    path.write_bytes(lines[0] + respelled + lines[2])
+    again = LocalLedger.open(tmp_path)
+    assert [r.record_hash for _, r in again._records] == [r.record_hash for _, r in led._records]
+    forged = json.loads(lines[1])
+    other = forged["header"].replace('"leaf_count":1', '"leaf_count":2')
+    dup = lines[1].rstrip(b"\n")[:-1] + b',"header":' + json.dumps(other).encode() + b"}\n"  # header given twice
+    path.write_bytes(lines[0] + dup + lines[2])
+    with pytest.raises(LedgerMismatch, match=":2: unreadable record.*duplicate member"):
+        LocalLedger.open(tmp_path)
+
+
 @pytest.fixture
 def sealed(store_db: str, tmp_path: Path):  # type: ignore[no-untyped-def]
     run = simulate(sites=1, days=0.25, seed=21, start_ms=START)
