@@ -161,7 +161,7 @@ class _LocalLedgerWatch:
     Opening a year's ledger checks ~220k record signatures (10–20 s): doing that again whenever the file
     changes would make the first Ledger visitor after every hourly seal wait as long. So when the file only
     grew — the same file, and its bytes already checked unchanged (SHA-256 of that prefix, compared) — only
-    the appended records are read and checked (chain and signatures, ``LocalLedger._load``); any other
+    the appended records are read and checked (chain and signatures, ``LocalLedger.refresh``); any other
     change (rewritten, truncated, replaced) opens and checks it all again, which refuses a tampered file.
     A refusal is not remembered as good: the next call tries again from scratch."""
 
@@ -185,11 +185,11 @@ class _LocalLedgerWatch:
             try:
                 if (self.backend is not None and state is not None and self.state is not None
                         and state[:2] == self.state[:2] and state[2] >= self.checked and self._prefix_unchanged()):
-                    self.backend._load()  # noqa: SLF001 - reads and checks only what was appended since
+                    self.backend.refresh()  # reads and checks only what was appended since
                 else:
                     self.backend, self.checked, self.digest = None, 0, hashlib.sha256()
                     self.backend = q.open_ledger("local", self.dir, trust(self.trust_path))
-                self._extend_digest(self.backend._offset)  # noqa: SLF001 - the bytes it has checked
+                self._extend_digest(self.backend.checked_bytes)
             except BaseException:
                 self.backend, self.state = None, None
                 raise

@@ -154,6 +154,17 @@ class LocalLedger:
         with self._file_lock(exclusive=False):
             self._load_new()
 
+    def refresh(self) -> None:
+        """Read and check the records appended to the file since it was opened or last refreshed (their chain
+        on the records already read, and their signatures): a long-lived reader keeps up without reopening."""
+        with self._lock:
+            self._load()
+
+    @property
+    def checked_bytes(self) -> int:
+        """How many bytes of the file this object has read and checked (whole records)."""
+        return self._offset
+
     def _load_new(self) -> None:
         """Read and check the records appended since this object last read the file (another process may
         have anchored meanwhile): a writer must chain on the file's last record, not on what it saw at open."""
@@ -241,8 +252,8 @@ class LocalLedger:
                        signature=rec["sig"], prev_record=rec["prev_record"])
 
     def _index(self, header: BatchHeader, receipt: Receipt) -> None:
-        self._by_id[header.batch_id] = len(self._records)
-        self._records.append((header, receipt))
+        self._records.append((header, receipt))  # before the id points at it: a concurrent get never misses
+        self._by_id[header.batch_id] = len(self._records) - 1
         self._heads[header.site] = receipt.header_hash
 
     # --- LedgerBackend --------------------------------------------------------------------
