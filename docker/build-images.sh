@@ -70,7 +70,15 @@ mosquitto=$(build mosquitto docker/images/mosquitto.Dockerfile)
 postgres=$(build postgres docker/images/postgres.Dockerfile docker/images/postgres-entrypoint.sh)
 fabric=$(build fabric docker/images/fabric.Dockerfile "$fabric_bins/bin" "$fabric_bins/config")
 chaincode=$(build chaincode docker/images/chaincode.Dockerfile .cache/fabric/chaincode/wattproof-cc)
-app=$(build app docker/Dockerfile docker/images/requirements.py pyproject.toml README.md wattproof device firmware_sim ingest audit ledger dashboard)
+# the project as a wheel with the Rust library inside (the host's cargo; the base image is the same Debian),
+# staged as docker/dist/ of the app's context (SOURCE_DATE_EPOCH: the same code gives the same wheel, so the
+# same tag and no rebuild)
+wheel_dir=$root/.cache/docker-wheel
+rm -rf "$wheel_dir" && mkdir -p "$wheel_dir/docker/dist"
+SOURCE_DATE_EPOCH=315532800 CARGO_TARGET_DIR="$root/.cache/native-wheel" WATTPROOF_REQUIRE_NATIVE=1 \
+  "${PYTHON:-$root/.venv/bin/python}" -m pip wheel -q --no-deps -w "$wheel_dir/docker/dist" . >&2
+app=$(build app docker/Dockerfile docker/requirements.image.lock pyproject.toml README.md setup.py MANIFEST.in \
+      wattproof device firmware_sim ingest audit ledger dashboard -C "$wheel_dir" docker/dist)
 cat <<VARS
 WATTPROOF_IMAGE=$app
 WATTPROOF_MOSQUITTO_IMAGE=$mosquitto

@@ -193,12 +193,38 @@ def test_every_imported_third_party_module_is_declared() -> None:
     assert not missing, "imported but not declared in pyproject.toml:\n" + "\n".join(missing)
 
 
+def _pins(text: str) -> dict[str, str]:
+    return {_norm(n): v for n, v in re.findall(r"^([A-Za-z0-9][A-Za-z0-9_.\-]*)==([^\s;\\]+)", text, re.M)}
+
+
+def _stale(text: str, extras: list[str]) -> list[str]:
+    """The declared dependencies (base and ``extras``) a lock does not pin at a version they allow."""
+    pins = _pins(text)
+    return [f"{r} (lock: {pins.get(_norm(r.name), 'absent')})" for r in _declared(extras)
+            if r.marker is None or r.marker.evaluate()
+            if _norm(r.name) not in pins or not r.specifier.contains(pins[_norm(r.name)], prereleases=True)]
+
+
 def test_the_lock_pins_every_declared_dependency_at_a_version_it_allows() -> None:
     text = (ROOT / "requirements.lock").read_text()
     assert "--generate-hashes" in text.splitlines()[1] and "--hash=sha256:" in text
-    pins = {_norm(n): v for n, v in re.findall(r"^([A-Za-z0-9][A-Za-z0-9_.\-]*)==([^\s;\\]+)", text, re.M)}
-    stale = [f"{r} (lock: {pins.get(_norm(r.name), 'absent')})" for r in _declared(["test", "lint"])
-             if r.marker is None or r.marker.evaluate()
-             if _norm(r.name) not in pins or not r.specifier.contains(pins[_norm(r.name)], prereleases=True)]
+    stale = _stale(text, ["test", "lint"])
     assert not stale, ("requirements.lock is not current; regenerate it with the command at its top:\n"
                        + "\n".join(stale))
+    # and the check refuses a lock that is behind: one pin moved below what pyproject.toml asks, one removed
+    first = next(r for r in _declared([]) if r.specifier and _norm(r.name) in _pins(text))
+    behind = re.sub(rf"(?im)^{re.escape(first.name)}==\S+", f"{first.name}==0.0.1", text, count=1)
+    gone = re.sub(r"(?im)^paho-mqtt==\S+", "", text, count=1)
+    assert any(first.name in x for x in _stale(behind, ["test", "lint"]))
+    assert any("paho-mqtt" in x for x in _stale(gone, ["test", "lint"]))
+
+
+def test_the_images_lock_has_the_tested_versions_of_the_server_demo_and_dashboard_extras() -> None:
+    """docker/requirements.image.lock (what the app image installs) pins what those extras need, each at exactly
+    the version requirements.lock (what the tests ran with) pins."""
+    image = (ROOT / "docker" / "requirements.image.lock").read_text()
+    assert "--generate-hashes" in image.splitlines()[1] and "-c requirements.lock" in image.splitlines()[1]
+    assert not _stale(image, ["server", "demo", "dashboard"])
+    tested = _pins((ROOT / "requirements.lock").read_text())
+    differ = {k: (v, tested.get(k)) for k, v in _pins(image).items() if tested.get(k) != v}
+    assert not differ, f"the image would run other versions than the tests: {differ}"
