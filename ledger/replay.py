@@ -76,11 +76,13 @@ def _enter_snapshot(conn: psycopg.Connection[Any], snapshot: str) -> None:
 
 
 def _bulk_settings(conn: psycopg.Connection[Any]) -> None:
-    """For the bulk reads of this transaction: no JIT (compiling the plans costs more than it saves here), and
-    room for the hash joins with the sealing queue's frames to stay in memory (spilled to disk, they cost more and
-    hand the readings over out of their stored order)."""
+    """For the bulk reads of this transaction: no JIT (compiling the plans costs more than it saves here), room
+    for the hash joins with the sealing queue's frames to stay in memory (spilled to disk, they cost more and hand
+    the readings over out of their stored order), and no parallel workers (the reads already run several
+    connections at once beside the client's own work: workers only add the cost of passing rows to a leader)."""
     conn.execute("SET LOCAL jit = off")
     conn.execute("SET LOCAL work_mem = '256MB'")
+    conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
 
 
 @contextlib.contextmanager

@@ -488,3 +488,39 @@ def test_the_record_hash_is_sha256_of_the_rfc8785_record_whatever_its_values(pos
 
     for a, b in ((hh, prev), (prev, hh)):
         assert outcome(_record_hash, position, a, b) == outcome(reference, position, a, b)
+
+
+@pytest.mark.parametrize("span", [True, False], ids=["span-query", "join-query"])
+def test_both_ways_of_loading_the_queue_seal_exactly_the_queued_readings(store_db: str, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch,
+                                                                          span: bool) -> None:
+    """Sealing reads the queued frames' readings either with a join per reading or as every reading of the
+    queue's span kept only where its frame is queued (``ledger.sealqueue``): forced each way, a run whose queue
+    holds a late frame *and* newer ones (so sealed frames lie between queued seqs, inside the span) seals exactly
+    the queued readings: the late one as an amendment, the new ones once, nothing sealed twice."""
+    import ledger.sealqueue as sq
+
+    monkeypatch.setattr(sq, "_span_is_mostly_queued", lambda *a, **k: span)
+    run = simulate(sites=1, days=0.25, seed=23, start_ms=START)
+    for d in run.devices:
+        register_device(store_db, d.record)
+    msgs = list(run.messages())
+    pv = [m for m in msgs if m.device.endswith("-pv")]
+    late, newer = pv[2], {id(m) for m in msgs[len(msgs) * 2 // 3:]}  # a frame of the first hours, the last third
+    first_msgs = [m for m in msgs if m is not late and id(m) not in newer]
+    ingest_payloads(store_db, [(m.topic, m.payload) for m in first_msgs])
+    led = LocalLedger.open(tmp_path / "ledger")
+    first = seal_windows(store_db, led)
+    ingest_payloads(store_db, [(m.topic, m.payload) for m in msgs if m is late or id(m) in newer])
+    refused: list[tuple[str, int, int]] = []
+    second = seal_windows(store_db, led, refused_out=refused)
+    assert refused == []  # no reading of a frame sealed before is taken for one of this run's
+    keys_1 = {k for b in first for k in b.leaf_keys}
+    keys_2 = [k for b in second for k in b.leaf_keys]
+    assert len(keys_2) == len(set(keys_2)) and not keys_1 & set(keys_2)  # nothing sealed twice
+    with psycopg.connect(store_db) as conn:
+        stored = {(d, s, i) for d, s, i in conn.execute("SELECT device_id, seq, idx FROM readings")}
+    assert keys_1 | set(keys_2) == stored  # everything sealed once
+    amended = {(k[0], k[1]) for b in second if b.header.kind == "amendment" for k in b.leaf_keys}
+    assert (late.device, late.seq) in amended and any(b.header.kind == "seal" for b in second)
+    assert all(r.status == "intact" for r in verify(store_db, led))
