@@ -128,13 +128,13 @@ def rotated(dsn: str, broker: Broker, home: Path) -> int:
     assert res.returncode == 0, res.stderr
     assert "rotated k1-main" in res.stdout
     ((at,),) = q(dsn, "SELECT valid_from_ms FROM device_keys WHERE device_id = %s AND valid_until_ms IS NULL", DEVICE)
-    t0, seq = time.monotonic(), 10
+    t0, seq = time.monotonic(), 100  # probes numbered apart from the frames the tests name (30, 31, 40, 41)
 
     def new_key_accepted() -> bool:  # a new-key frame is bad_signature until ingest re-reads the registry
         nonlocal seq
         publish_raw(broker.url, [frame(seq, NEW)])
         seq += 1
-        return bool(q(dsn, "SELECT 1 FROM frames WHERE seq >= 10"))
+        return bool(q(dsn, "SELECT 1 FROM frames WHERE seq >= 100"))
 
     wait_until(new_key_accepted, "a frame signed with the new key stored", timeout_s=15)
     assert time.monotonic() - t0 <= 2.0 + 2.5  # registry_refresh_s + a batch: no restart, no unknown device needed
@@ -185,7 +185,7 @@ def test_a_frame_signed_with_the_old_key_dated_after_the_rotation_is_refused_wit
         assert decode_frame(stolen[1]).sent_ms >= at
         publish_raw(fresh_broker.url, [stolen])
         wait_until(lambda: quarantined(store_db, reasons.RETIRED_KEY) == [40], "the frame quarantined retired_key")
-        ((detail,),) = q(store_db, "SELECT DISTINCT detail FROM quarantine WHERE seq = 40")
+        ((detail,),) = q(store_db, "SELECT DISTINCT detail FROM quarantine WHERE seq = 40 AND reason = %s", reasons.RETIRED_KEY)
         assert public_key_b64(OLD) in detail and "not at sent_ms" in detail
         forged = frame(41, NEW, sent_ms=at - 1)  # and the new key cannot sign for the time before it either
         publish_raw(fresh_broker.url, [forged])
